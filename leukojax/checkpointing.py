@@ -1,0 +1,89 @@
+"""Orbax checkpoints that keep the latest state (for resuming) and the best one (for reporting).
+
+One `CheckpointManager` holds three items per step: the train `state` (sharded arrays), the grain
+`data` iterator position (one file per process) and `meta` (epoch, validation metrics,
+standardisation statistics). Its preservation policy keeps the newest checkpoint AND the one with
+the best validation metric: a best-only policy would delete the state a preempted run resumes from.
+Checkpoints written mid-epoch (step interval, SIGTERM) carry no metric and are only ever "latest".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers
+
+
+class Checkpointer:
+  """Saves asynchronously; restores the latest, the best or a given step onto given shardings."""
+
+  def __init__(self, directory: str, *, best_metric: str, best_mode: str = "max"):
+    self.best_metric = best_metric
+    self.best_mode = best_mode
+    sign = 1.0 if best_mode == "max" else -1.0
+
+    def metric_of(metrics: dict[str, float]) -> float:
+      return sign * float(metrics[best_metric])
+
+    policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(1),
+        checkpoint_managers.BestN(get_metric_fn=metric_of, n=1, keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True,
+                                           cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(directory), options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
+
+  def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
+           metrics: dict[str, float] | None = None, force: bool = True) -> None:
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              data=grain.checkpoint.CheckpointSave(data_iterator),
+                              meta=ocp.args.JsonSave({**meta, "metrics": metrics}))
+    self.manager.save(step, args=args, metrics=metrics, force=force)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The step with the best validation metric among the kept checkpoints (None if none has one)."""
+    scored = []
+    for step in self.manager.all_steps():
+      metrics = self.restore_meta(step).get("metrics")
+      if metrics and self.best_metric in metrics:
+        scored.append((float(metrics[self.best_metric]), step))
+    if not scored:
+      return None
+    pick = max if self.best_mode == "max" else min
+    return pick(scored, key=lambda item: (item[0], -item[1]))[1]
+
+  def restore_meta(self, step: int) -> dict[str, Any]:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def restore(self, step: int, abstract_state: Any, data_iterator: Any | None = None):
+    """Restores `state` onto the shardings of `abstract_state` (any device count) and the iterator."""
+    items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    logging.info("Restored checkpoint step %d from %s.", step, self.manager.directory)
+    return restored["state"], restored["meta"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_like(state: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying the target shardings, the restore target Orbax reshards onto."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)

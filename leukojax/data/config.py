@@ -1,0 +1,47 @@
+"""Defaults of `config.data`: every experiment config starts from `default_data_config()`.
+
+Keeping the defaults in one place means a config file only states what differs from them, and the
+pipeline can rely on every key being present (ConfigDict type-checks overrides).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Returns the data defaults: C-NMC 2019, subject-disjoint 70/15/15, 224 px, `tf` mode."""
+  c = ml_collections.ConfigDict()
+  c.dataset = "cnmc2019"  # 'cnmc2019' | 'taleqani_all'
+  c.builder_config = config_dict.placeholder(str)  # taleqani_all: 'original' | 'segmented'
+  c.data_dir = config_dict.placeholder(str)  # TFDS data dir; None = the TFDS default
+  c.manual_dir = config_dict.placeholder(str)  # where the manual download lies
+  # 'binary' (C-NMC: hem=0, all=1); Taleqani: 'benign_vs_pro_b' (benign=0, pro_b=1) | 'four_class'.
+  c.task = "binary"
+
+  c.split = ml_collections.ConfigDict()
+  c.split.protocol = "subject"  # 'subject' | 'paper_random' | 'official'
+  c.split.fractions = (0.7, 0.15, 0.15)  # train, val, test (the paper also uses 0.6, 0.2, 0.2)
+  c.split.seed = 0  # fixed apart from the training seed, so repeated runs share one split
+  c.dedup = True  # drop byte-identical images (same image_sha256) before splitting, keep the first
+
+  c.image_size = 224
+  c.resize = "resize"  # 'resize' | 'center_crop' (central crop_fraction square, then resize)
+  c.crop_fraction = 0.75  # side of the central crop relative to the shorter image side
+  c.standardize = True  # train-split mean/std, mapped onto ImageNet statistics (docs/data.md)
+  c.preprocessing = "tf"  # 'caffe' | 'tf' | 'torch' | 'none' (the hybrid applies modes itself)
+  c.balance = "oversample_rot90"  # 'oversample_rot90' | 'class_weights' | 'none'
+
+  c.augment = ml_collections.ConfigDict()  # training split only
+  c.augment.rot90 = False  # random multiple of 90 degrees
+  c.augment.flip = False  # random horizontal and vertical flips
+  c.augment.small_angle_deg = 0.0  # uniform rotation in [-a, a] degrees; 0 = off
+  c.augment.brightness = 0.0  # multiply by a factor uniform in [1 - b, 1 + b]; 0 = off
+  c.augment.fill_mode = "nearest"  # small-angle rotation fill: 'nearest' | 'constant' | 'reflect'
+
+  c.num_workers = 0  # 0 = in-process; >0 = grain multiprocessing prefetch with that many workers
+  c.worker_buffer_size = 2  # batches each worker prepares ahead
+  c.read_threads = 2  # in-process threads decoding examples (per process, per worker)
+  c.prefetch_buffer_size = 64  # examples buffered by those threads
+  return c

@@ -1,0 +1,33 @@
+"""`describe_splits`: the split statistics a run prints, so every result states what it ran on."""
+
+from __future__ import annotations
+
+from leukojax.data.pipeline import Pipeline
+
+
+def describe_splits(pipeline: Pipeline) -> str:
+  """Counts per split and class, subjects per split, dedup and balancing, as a small text table."""
+  s = pipeline.summary
+  names = pipeline.class_names
+  lines = [
+      f"dataset {s['dataset']}, task {s['task']}, split protocol {s['protocol']}"
+      + ("" if s["has_subjects"] else " (no subject ids: image-level splits)"),
+      f"duplicates dropped (same image_sha256): {s['duplicates_dropped']}"
+      f" ({s['duplicate_label_conflicts']} with a different label)"
+      + (f"; records outside the task's classes: {s['dropped_by_task_view']}" if s["dropped_by_task_view"] else ""),
+      f"{'split':<8}{'images':>8}{'subjects':>10}  " + "  ".join(f"{n:>12}" for n in names),
+  ]
+  for split, d in s["splits"].items():
+    subjects = str(d["subjects"]) if s["has_subjects"] else "-"
+    lines.append(f"{split:<8}{d['images']:>8}{subjects:>10}  " + "  ".join(f"{c:>12}" for c in d["per_class"]))
+  balanced = s["train_balanced_per_class"]
+  lines.append(f"{'train*':<8}{sum(balanced):>8}{'':>10}  " + "  ".join(f"{c:>12}" for c in balanced))
+  lines.append(
+      "train* = the training stream after balancing (oversampled copies rotated 90° clockwise); "
+      "class weights " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, pipeline.class_weights))
+  )
+  lines.append(
+      f"global batch {pipeline.global_batch_size} ({pipeline.per_process_batch_size} per process), "
+      f"{pipeline.steps_per_epoch} steps per epoch"
+  )
+  return "\n".join(lines)

@@ -1,0 +1,286 @@
+"""`build_pipeline`: TFDS data sources -> split, balanced, standardised grain pipelines.
+
+The contract (docs/architecture.md): an infinite, checkpointable training `IterDataset` of
+per-process batches, padded per-process evaluation batches, and the train-split statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+
+from leukojax.data import balance as balance_lib
+from leukojax.data import splits as splits_lib
+from leukojax.data import transforms as T
+from leukojax.data.catalog import Catalog, RowSource, scan_sources
+from leukojax.data.stats import DataStats, cached_stats, channel_stats
+from leukojax.data.views import get_view
+from leukojax.preprocessing import MODES
+
+EVAL_SPLITS: tuple[str, ...] = ("val", "test", "train")
+
+
+@dataclasses.dataclass
+class EvalSplit:
+  """One evaluation split; `batches()` yields this process's padded, fixed-size batches.
+
+  Every process yields the same number of batches (padding has `mask` False, `label` 0, `index`
+  -1 and a blank image), so multi-host evaluation steps stay in lockstep. `index` points into
+  `metadata`, which holds the whole split (all processes), in catalogue order.
+  """
+
+  name: str
+  metadata: dict[str, np.ndarray]  # file_name, subject_id (b"" for Taleqani), label, image_sha256
+  sources: Mapping[str, Any]
+  source_split: np.ndarray
+  source_index: np.ndarray
+  prepare: T.PrepareImage
+  normalize: T.Normalize
+  batch_size: int  # default global batch size
+  process_index: int = 0
+  process_count: int = 1
+  num_workers: int = 0
+  worker_buffer_size: int = 2
+  read_options: grain.ReadOptions = dataclasses.field(default_factory=grain.ReadOptions)
+
+  def __len__(self) -> int:
+    return len(self.source_index)
+
+  def per_process_batch_size(self, batch_size: int | None = None) -> int:
+    batch_size = self.batch_size if batch_size is None else batch_size
+    return _per_process(batch_size, self.process_count, "eval batch size")
+
+  def num_batches(self, batch_size: int | None = None) -> int:
+    """Batches per process for `batch_size` (global); the same on every process."""
+    b = self.per_process_batch_size(batch_size)
+    return math.ceil(math.ceil(len(self) / self.process_count) / b) if len(self) else 0
+
+  def dataset(self, batch_size: int | None = None) -> grain.IterDataset:
+    """This process's batches as a grain dataset (`batch_size` is global; default eval batch)."""
+    b = self.per_process_batch_size(batch_size)
+    positions = np.arange(len(self))[self.process_index :: self.process_count]
+    padded = np.full(self.num_batches(batch_size) * b, -1, np.int64)
+    padded[: len(positions)] = positions
+    valid = padded >= 0
+    safe = np.where(valid, padded, 0)
+    source = RowSource(
+        self.sources,
+        self.source_split[safe],
+        np.where(valid, self.source_index[safe], -1),
+        self.metadata["label"][safe],
+        position=padded,
+    )
+    ds = grain.MapDataset.source(source).map(self.prepare).map(self.normalize)
+    ds = ds.to_iter_dataset(self.read_options).batch(b, drop_remainder=False)
+    return _maybe_mp(ds, self.num_workers, self.worker_buffer_size)
+
+  def batches(self, batch_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Yields `{"image", "label", "mask", "index"}` batches of `batch_size // process_count`."""
+    return iter(self.dataset(batch_size))
+
+
+@dataclasses.dataclass
+class Pipeline:
+  """What the train loop consumes; see docs/architecture.md and docs/data.md."""
+
+  train: grain.IterDataset  # infinite per-process batches {"image": f32[b,H,W,3], "label": i32[b]}
+  steps_per_epoch: int  # global steps for one pass over the balanced training split
+  eval_splits: dict[str, EvalSplit]  # 'val', 'test', 'train' (unbalanced, unaugmented)
+  stats: DataStats
+  class_names: tuple[str, ...]
+  num_classes: int
+  class_weights: np.ndarray  # f32[num_classes], loss weights for the stream `train` yields
+  protocol: str
+  dataset: str = ""
+  task: str = ""
+  global_batch_size: int = 0
+  per_process_batch_size: int = 0
+  train_size: int = 0  # training examples per epoch, all processes, oversampled copies included
+  summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # for `describe_splits`
+
+
+def _per_process(batch_size: int, process_count: int, what: str) -> int:
+  if batch_size <= 0 or batch_size % process_count:
+    raise ValueError(f"The {what} ({batch_size}) must be a positive multiple of process_count ({process_count}).")
+  return batch_size // process_count
+
+
+def _maybe_mp(ds: grain.IterDataset, num_workers: int, buffer_size: int) -> grain.IterDataset:
+  if num_workers <= 0:
+    return ds
+  return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=buffer_size))
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  if config.preprocessing not in MODES:
+    raise ValueError(f"Unknown data.preprocessing {config.preprocessing!r}; expected one of {MODES}.")
+  if config.balance not in balance_lib.BALANCE_MODES:
+    raise ValueError(f"Unknown data.balance {config.balance!r}; expected one of {balance_lib.BALANCE_MODES}.")
+  if config.resize not in T.RESIZE_MODES:
+    raise ValueError(f"Unknown data.resize {config.resize!r}; expected one of {T.RESIZE_MODES}.")
+  if config.image_size <= 0:
+    raise ValueError(f"data.image_size must be positive; got {config.image_size}.")
+
+
+def _load_sources(config: ml_collections.ConfigDict) -> Mapping[str, Any]:
+  from leukojax.data.sources import load_split_sources  # pylint: disable=g-import-not-at-top
+
+  return load_split_sources(
+      config.dataset,
+      builder_config=config.builder_config,
+      data_dir=config.data_dir,
+      manual_dir=config.manual_dir,
+  )
+
+
+def _fingerprint(config: ml_collections.ConfigDict, catalog: Catalog, train_rows: np.ndarray) -> dict[str, Any]:
+  """What the statistics depend on: the training images and how they are resized."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+
+  digest = hashlib.sha256()
+  for sha, name in sorted(zip(catalog.image_sha256[train_rows], catalog.file_name[train_rows])):
+    digest.update(sha + b"|" + name + b"\n")
+  return {
+      "dataset": config.dataset, "builder_config": config.builder_config, "task": config.task,
+      "protocol": config.split.protocol, "image_size": int(config.image_size), "resize": config.resize,
+      "crop_fraction": float(config.crop_fraction) if config.resize == "center_crop" else None,
+      "train_images": int(len(train_rows)), "train_digest": digest.hexdigest(),
+  }
+
+
+def _metadata(catalog: Catalog, rows: np.ndarray) -> dict[str, np.ndarray]:
+  return {
+      "file_name": catalog.file_name[rows],
+      "subject_id": catalog.subject_id[rows],
+      "label": catalog.label[rows].astype(np.int32),
+      "image_sha256": catalog.image_sha256[rows],
+  }
+
+
+def _summary(result: splits_lib.SplitResult, dropped_by_view: int, train_labels: np.ndarray,
+             num_classes: int, dataset: str, task: str) -> dict[str, Any]:
+  cat = result.catalog
+  per_split = {}
+  for name, rows in result.rows.items():
+    subjects = {s for s in cat.subject_id[rows] if len(s)}
+    per_split[name] = {
+        "images": int(len(rows)),
+        "per_class": np.bincount(cat.label[rows], minlength=num_classes).tolist(),
+        "subjects": len(subjects),
+    }
+  return {
+      "dataset": dataset, "task": task, "protocol": result.protocol, "splits": per_split,
+      "duplicates_dropped": result.duplicates_dropped,
+      "duplicate_label_conflicts": result.duplicate_label_conflicts,
+      "dropped_by_task_view": dropped_by_view,
+      "train_balanced_per_class": np.bincount(train_labels, minlength=num_classes).tolist(),
+      "has_subjects": cat.has_subjects,
+  }
+
+
+def build_pipeline(
+    config: ml_collections.ConfigDict,
+    *,
+    global_batch_size: int,
+    eval_batch_size: int,
+    workdir: str | os.PathLike[str] | None,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    sources: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+) -> Pipeline:
+  """Builds the training and evaluation pipelines of `config` (a `config.data` ConfigDict).
+
+  `seed` drives shuffling and augmentation; `config.split.seed` the split and the choice of
+  oversampled images, so runs with different seeds share one split. `sources` (split name ->
+  random-access sequence of records) replaces `load_split_sources`, for tests. Statistics are
+  read from / written to `workdir` (process 0 writes; None keeps them in memory only).
+  """
+  _check_config(config)
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} out of range for process_count {process_count}.")
+  per_process = _per_process(global_batch_size, process_count, "global batch size")
+  _per_process(eval_batch_size, process_count, "eval batch size")
+  view = get_view(config.dataset, config.task)
+  wanted = splits_lib.source_splits(config.dataset, config.split.protocol)
+  sources = dict(_load_sources(config) if sources is None else sources)
+
+  catalog, dropped_by_view = scan_sources(sources, wanted, num_threads=config.read_threads).apply_view(view)
+  result = splits_lib.make_splits(
+      catalog, dataset=config.dataset, protocol=config.split.protocol,
+      fractions=config.split.fractions, seed=config.split.seed, dedup=config.dedup,
+  )
+  catalog, train_rows = result.catalog, result.rows["train"]
+  train_labels = catalog.label[train_rows]
+  if config.balance == "oversample_rot90":
+    positions, rotate = balance_lib.oversample_rot90(train_labels, seed=config.split.seed)
+  else:
+    positions, rotate = np.arange(len(train_rows)), np.zeros(len(train_rows), bool)
+  balanced_labels = train_labels[positions]
+  if config.balance == "none":
+    weights = np.ones(view.num_classes, np.float32)
+  else:  # after oversampling these correct what the rotated copies could not (as the paper did)
+    weights = balance_lib.class_weights(balanced_labels, view.num_classes)
+
+  read_options = grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.prefetch_buffer_size)
+  prepare = T.PrepareImage(config.image_size, config.resize, config.crop_fraction)
+
+  def compute() -> tuple[Any, Any, int]:
+    src = RowSource(sources, catalog.split[train_rows], catalog.index[train_rows], train_labels)
+    ds = grain.MapDataset.source(src).map(prepare).to_iter_dataset(read_options).batch(64)
+    ds = _maybe_mp(ds, config.num_workers, config.worker_buffer_size)
+    return channel_stats(batch["image"] for batch in ds)
+
+  stats = cached_stats(workdir, _fingerprint(config, catalog, train_rows), compute, write=process_index == 0)
+  logging.info("Train-split statistics: mean %s, std %s.", stats.mean, stats.std)
+  normalize = dict(mean=stats.mean, std=stats.std, standardize=config.standardize, mode=config.preprocessing)
+
+  # Shard: a fixed permutation dealt round-robin, so each process reads only its slice; then each
+  # process reshuffles its slice every epoch (grain folds the epoch into the shuffle seed).
+  rng = np.random.default_rng(seed)
+  shard = rng.permutation(len(positions))[process_index::process_count]
+  rows = train_rows[positions[shard]]
+  process_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
+  train_src = RowSource(sources, catalog.split[rows], catalog.index[rows], catalog.label[rows], rotate=rotate[shard])
+  ds = grain.MapDataset.source(train_src).seed(process_seed).shuffle().repeat(None).map(prepare)
+  augment = T.Augment(**config.augment.to_dict())
+  if augment.active:
+    ds = ds.random_map(augment)
+  ds = ds.map(T.Normalize(**normalize, keys=T.TRAIN_KEYS))
+  train = _maybe_mp(ds.to_iter_dataset(read_options).batch(per_process, drop_remainder=True),
+                    config.num_workers, config.worker_buffer_size)
+
+  eval_splits = {
+      name: EvalSplit(
+          name=name, metadata=_metadata(catalog, result.rows[name]), sources=sources,
+          source_split=catalog.split[result.rows[name]], source_index=catalog.index[result.rows[name]],
+          prepare=prepare, normalize=T.Normalize(**normalize, keys=T.EVAL_KEYS), batch_size=eval_batch_size,
+          process_index=process_index, process_count=process_count, num_workers=config.num_workers,
+          worker_buffer_size=config.worker_buffer_size, read_options=read_options,
+      )
+      for name in EVAL_SPLITS
+  }
+  return Pipeline(
+      train=train,
+      steps_per_epoch=max(1, len(positions) // global_batch_size),
+      eval_splits=eval_splits,
+      stats=stats,
+      class_names=view.class_names,
+      num_classes=view.num_classes,
+      class_weights=weights,
+      protocol=config.split.protocol,
+      dataset=config.dataset,
+      task=config.task,
+      global_batch_size=global_batch_size,
+      per_process_batch_size=per_process,
+      train_size=len(positions),
+      summary=_summary(result, dropped_by_view, balanced_labels, view.num_classes, config.dataset, config.task),
+  )

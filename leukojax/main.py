@@ -1,0 +1,35 @@
+"""`python -m leukojax.main --config configs/hybrid.py[:VARIANT] [--workdir W] [--config.x=y ...]`."""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/hybrid.py:sample.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; default workdirs/<config.name>. "
+                               "Rerunning on a workdir with checkpoints resumes.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (multi-host without SLURM/TPU detection).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from leukojax import distributed, train  # after flag parsing: importing JAX must not start devices
+
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  distributed.enable_compilation_cache()
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
+  logging.info("Config %s, workdir %s.", config.name, workdir)
+  train.train_and_evaluate(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Flax NNX backbones (ports of keras.applications), Keras weight import and classifiers."""

@@ -1,0 +1,74 @@
+"""The backbone registry: names, classes, preprocessing modes and input sizes.
+
+Keys are the names configs use (`config.model.backbone`), so a model is picked by name and the input
+pipeline can look up the matching Keras preprocessing mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+from leukojax.models.inception_v3 import InceptionV3
+from leukojax.models.layers import Backbone
+from leukojax.models.mobilenet import MobileNet
+from leukojax.models.resnet50 import ResNet50
+from leukojax.models.vgg import VGG16, VGG19
+from leukojax.models.xception import Xception
+
+BACKBONES: dict[str, type[Backbone]] = {
+  "vgg16": VGG16,
+  "vgg19": VGG19,
+  "inception_v3": InceptionV3,
+  "xception": Xception,
+  "resnet50": ResNet50,
+  "mobilenet": MobileNet,
+}
+
+# The `keras.applications.<m>.preprocess_input` mode each backbone's ImageNet weights expect.
+PREPROCESSING_MODE: dict[str, str] = {
+  "vgg16": "caffe",
+  "vgg19": "caffe",
+  "inception_v3": "tf",
+  "xception": "tf",
+  "resnet50": "caffe",
+  "mobilenet": "tf",
+}
+
+# The ImageNet training resolution, and the smallest input keras.applications accepts.
+DEFAULT_INPUT_SIZE: dict[str, int] = {
+  "vgg16": 224,
+  "vgg19": 224,
+  "inception_v3": 299,
+  "xception": 299,
+  "resnet50": 224,
+  "mobilenet": 224,
+}
+MIN_INPUT_SIZE: dict[str, int] = {name: cls.min_input_size for name, cls in BACKBONES.items()}
+
+
+def create_backbone(
+  name: str,
+  *,
+  include_top: bool = False,
+  num_classes: int = 1000,
+  dtype: Any = jnp.float32,
+  input_size: int | None = None,
+  rngs: nnx.Rngs,
+) -> Backbone:
+  """Builds a backbone by name, with float32 parameters and `dtype` compute.
+
+  `input_size` is only used by VGG with its top, whose `fc1` flattens the last map (default: the
+  224 of the ImageNet weights); every other top pools globally and takes any size.
+  """
+  if name not in BACKBONES:
+    raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}.")
+  kwargs: dict[str, Any] = dict(include_top=include_top, num_classes=num_classes, dtype=dtype)
+  if name in ("vgg16", "vgg19"):
+    kwargs["input_size"] = input_size or DEFAULT_INPUT_SIZE[name]
+  cls = BACKBONES[name]
+  # Initialising under jit compiles one program rather than one per parameter shape (about half a
+  # second each on CPU), and the persistent compilation cache makes repeats near-instant.
+  return nnx.jit(lambda r: cls(**kwargs, rngs=r))(rngs)

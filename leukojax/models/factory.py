@@ -1,0 +1,36 @@
+"""Builds the classifier a config names: the hybrid, ALLNet, or a single-backbone baseline."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from leukojax.models.classifier import BackboneClassifier
+from leukojax.models.hybrid import HybridCNN
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create_model(model_config: ml_collections.ConfigDict, *, image_size: int, num_outputs: int,
+                 rngs: nnx.Rngs) -> nnx.Module:
+  """`model_config.name` is `hybrid` (backbones listed in `model_config.backbones`) or a backbone name."""
+  dtype = DTYPES[model_config.get("dtype", "float32")]
+  if model_config.name == "hybrid":
+    return HybridCNN(
+        image_size=image_size, num_outputs=num_outputs,
+        backbone_names=tuple(model_config.backbones),
+        tap_width=model_config.tap_width, fuse_widths=tuple(model_config.fuse_widths),
+        post_pool_width=model_config.post_pool_width, dense_widths=tuple(model_config.dense_widths),
+        dtype=dtype, rngs=rngs)
+  head = model_config.get("head_widths", None)
+  return BackboneClassifier(backbone=model_config.name, num_outputs=num_outputs,
+                            head_widths=None if head is None else tuple(head),
+                            dtype=dtype, rngs=rngs)
+
+
+def backbone_modules(model: nnx.Module) -> dict[str, nnx.Module]:
+  """The pretrained parts of a classifier, by backbone name (for weight loading and freezing)."""
+  if isinstance(model, HybridCNN):
+    return {name: model.backbones[name] for name in model.backbone_names}
+  return {model.backbone_name: model.backbone}

@@ -1,0 +1,77 @@
+"""One train step of a small BatchNorm model on a fixed global batch, on whatever devices and
+processes this run has; process 0 writes the loss and the updated parameters to --out.
+
+tests/test_sharding.py runs it on 1 device, on 8 fake CPU devices, and as 2 processes through
+launch/local.sh, and compares the results: the sharded step must equal the single-device one.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from absl import app, flags
+
+_OUT = flags.DEFINE_string("out", None, "Where process 0 writes loss and parameters (.npz).")
+_FSDP = flags.DEFINE_integer("fsdp", 1, "Size of the mesh's fsdp axis.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Number of processes.")
+flags.DEFINE_integer("process_id", None, "This process's index.")
+
+GLOBAL_BATCH = 8
+IMAGE_SIZE = 32
+
+
+def main(argv):
+  del argv
+  from leukojax import distributed
+
+  flag_values = flags.FLAGS
+  distributed.initialize(flag_values.coordinator_address, flag_values.num_processes,
+                         flag_values.process_id)
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from leukojax import optim, sharding, steps
+  from leukojax.config_defaults import base_config
+  from leukojax.models import factory
+
+  config = base_config()
+  config.model.name = "mobilenet"
+  config.model.head_widths = (16,)
+  config.train.epochs = 1
+  config.train.warmup_epochs = 0.0
+  config.train.learning_rate = 1e-2
+  model = factory.create_model(config.model, image_size=IMAGE_SIZE, num_outputs=1, rngs=nnx.Rngs(0))
+  graphs, params, model_state = steps.split_model(model)
+  tx = optim.make_optimizer(config.train, optim.make_schedule(config.train, steps_per_epoch=10))
+  state = steps.TrainState(params=params, model_state=model_state, opt_state=tx.init(params),
+                           step=jnp.zeros((), jnp.int32))
+
+  mesh = sharding.create_mesh(_FSDP.value)
+  sharding.check_batch_size(GLOBAL_BATCH, mesh)
+  state_shardings = sharding.state_shardings(state, mesh)
+  state = jax.device_put(state, state_shardings)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (GLOBAL_BATCH, IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+  labels = rng.integers(0, 2, GLOBAL_BATCH).astype(np.int32)
+  per_process = GLOBAL_BATCH // jax.process_count()
+  local = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+  batch = sharding.global_batch({"image": images[local], "label": labels[local]}, mesh)
+  step = jax.jit(functools.partial(steps.train_step, graphdef=graphs.train, tx=tx,
+                                   class_weights=jnp.ones(2), frozen=False),
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)))
+  new_state, metrics = step(state, batch)
+  from jax.experimental import multihost_utils
+  flat = {jax.tree_util.keystr(path): np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(
+              {"params": new_state.params, "model_state": new_state.model_state})}
+  if jax.process_index() == 0:
+    np.savez(_OUT.value, loss=np.asarray(metrics["loss"]), devices=jax.device_count(),
+             processes=jax.process_count(), **flat)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,144 @@
+"""The main job end to end: `python -m leukojax.main` on the smoke config, resume, best checkpoint, NaN."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from leukojax.data.synthetic_cnmc import write_synthetic_cnmc
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def cnmc_manual(tmp_path_factory) -> pathlib.Path:
+  """A synthetic stand-in C-NMC download (no real C-NMC images exist here)."""
+  root = tmp_path_factory.mktemp("cnmc_manual")
+  write_synthetic_cnmc(root, layout="kaggle", cells_per_subject=4, seed=0)
+  return root / "C-NMC_Leukemia"
+
+
+def run_main(workdir, *overrides: str, config: str = "configs/hybrid.py:smoke", env=None, wait=True):
+  cmd = [sys.executable, "-m", "leukojax.main", f"--config={config}", f"--workdir={workdir}", *overrides]
+  full_env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
+  if not wait:
+    return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+  return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=900)
+
+
+def data_flags(manual: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
+  return [f"--config.data.manual_dir={manual}", f"--config.data.data_dir={data_dir}"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(cnmc_manual, tmp_path_factory):
+  """The hybrid smoke config trained through the real `main` (3 epochs)."""
+  base = tmp_path_factory.mktemp("smoke")
+  result = run_main(base / "work", *data_flags(cnmc_manual, base / "tfds"), "--config.train.epochs=3")
+  assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+  return base / "work", result
+
+
+def test_smoke_trains_end_to_end_and_loss_decreases(smoke_run):
+  workdir, result = smoke_run
+  history = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
+  assert [h["epoch"] for h in history] == [1, 2, 3]
+  assert history[-1]["train/loss"] < history[0]["train/loss"]
+  report = json.loads((workdir / "report.json").read_text())
+  test = report["splits"]["test"]
+  assert report["protocol"] == "subject" and report["model"] == "hybrid"
+  assert test["TP"] + test["TN"] + test["FP"] + test["FN"] == test["n"] > 0
+  for key in ("accuracy", "sensitivity", "specificity", "PPV", "NPV", "AUC", "F1", "isbi_weighted_f1",
+              "balanced_accuracy", "prevalence", "threshold"):
+    assert key in test
+  assert "sensitivity" in result.stdout  # the table is printed
+  assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "hybrid"
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoints_keep_best_and_latest(smoke_run):
+  from leukojax.checkpointing import Checkpointer
+
+  workdir, _ = smoke_run
+  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
+  history = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
+  best_epoch = max(history, key=lambda h: (h["val/accuracy"], -h["step"]))
+  assert ckpt.best_step() == best_epoch["step"]
+  assert ckpt.latest_step() == history[-1]["step"]
+  assert set(ckpt.manager.all_steps()) == {best_epoch["step"], history[-1]["step"]}
+  report = json.loads((workdir / "report.json").read_text())
+  assert report["checkpoint_step"] == best_epoch["step"]
+  ckpt.close()
+
+
+def test_rerun_on_finished_workdir_resumes_without_training(smoke_run, cnmc_manual):
+  workdir, _ = smoke_run
+  result = run_main(workdir, *data_flags(cnmc_manual, workdir.parent / "tfds"), "--config.train.epochs=3")
+  assert result.returncode == 0, result.stdout[-3000:]
+  assert "Resuming from step" in result.stdout + result.stderr
+  history = (workdir / "history.jsonl").read_text().splitlines()
+  assert len(history) == 3  # nothing retrained
+
+
+def _final_params(workdir: pathlib.Path) -> dict[str, np.ndarray]:
+  import orbax.checkpoint as ocp
+
+  from leukojax.checkpointing import Checkpointer
+
+  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
+  step = ckpt.latest_step()
+  restored = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ckpt.close()
+  import jax
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in
+          jax.tree_util.tree_leaves_with_path(restored["state"]["params"])}
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_killed_run_resumes_bit_identical(cnmc_manual, tmp_path, how):
+  """A run killed mid-training and rerun ends with exactly the parameters of an uninterrupted run."""
+  flags = [*data_flags(cnmc_manual, tmp_path / "tfds"), "--config.train.epochs=6"]
+  config = "configs/baselines.py:mobilenet,cnmc,smoke"
+  reference = run_main(tmp_path / "reference", *flags, config=config)
+  assert reference.returncode == 0, reference.stdout[-3000:]
+
+  proc = run_main(tmp_path / "killed", *flags, config=config, wait=False)
+  checkpoints = tmp_path / "killed" / "checkpoints"
+  deadline = time.time() + 600
+  while time.time() < deadline and not any(p.name.isdigit() for p in checkpoints.glob("*")):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert not (tmp_path / "killed" / "report.json").exists(), "the run ended before it was killed"
+  if how == "sigterm":
+    assert proc.returncode == 0 and "preemption" in out, out[-3000:]
+  resumed = run_main(tmp_path / "killed", *flags, config=config)
+  assert resumed.returncode == 0, resumed.stdout[-3000:]
+  assert "Resuming from step" in resumed.stdout + resumed.stderr
+  expected, got = _final_params(tmp_path / "reference"), _final_params(tmp_path / "killed")
+  assert expected.keys() == got.keys()
+  for name in expected:
+    np.testing.assert_array_equal(expected[name], got[name], err_msg=name)
+
+
+def test_nan_loss_stops_with_clear_message(cnmc_manual, tmp_path):
+  result = run_main(tmp_path / "nan", *data_flags(cnmc_manual, tmp_path / "tfds"),
+                    "--config.train.learning_rate=1e30", "--config.train.grad_clip_norm=0",
+                    "--config.train.epochs=2", config="configs/hybrid.py:smoke")
+  assert result.returncode != 0
+  assert "Non-finite loss" in result.stderr + result.stdout
+  assert "last good checkpoint" in result.stderr + result.stdout
+
+
+def test_batch_not_divisible_by_devices_is_an_error(cnmc_manual, tmp_path):
+  result = run_main(tmp_path / "div", *data_flags(cnmc_manual, tmp_path / "tfds"),
+                    "--config.train.global_batch_size=3",
+                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert result.returncode != 0
+  assert "not divisible by the 2 devices" in result.stderr + result.stdout
