@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging as pylogging
 import os
 
 from absl import app, flags, logging
@@ -18,9 +19,18 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (wi
 flags.mark_flags_as_required(["config"])
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops the INFO chatter of Orbax and grain (dozens of lines per checkpoint); keeps warnings."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    noisy = any(part in record.pathname for part in ("/orbax/", "/grain/", "/tensorflow_datasets/"))
+    return record.levelno >= pylogging.WARNING or not noisy
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   from leukojax import distributed, train  # after flag parsing: importing JAX must not start devices
 
   distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

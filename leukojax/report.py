@@ -21,6 +21,13 @@ PROTOCOL_NOTES = {
 }
 
 
+def protocol_note(protocol: str, dataset: str) -> str:
+  """How independent the test images are of the training images, stated beside every figure."""
+  if dataset == "taleqani_all":
+    return "image-level split; no patient ids exist in this dataset, so patient-disjoint evaluation is impossible"
+  return PROTOCOL_NOTES.get(protocol, protocol)
+
+
 def build_report(results: dict[str, Any], *, best_step: int, protocol: str, class_names: tuple[str, ...],
                  config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {
@@ -28,7 +35,7 @@ def build_report(results: dict[str, Any], *, best_step: int, protocol: str, clas
       "dataset": config.data.dataset,
       "task": config.data.get("task", ""),
       "protocol": protocol,
-      "protocol_note": PROTOCOL_NOTES.get(protocol, protocol),
+      "protocol_note": protocol_note(protocol, config.data.dataset),
       "class_names": list(class_names),
       "checkpoint_step": int(best_step),
       "selected_by": f"validation {config.train.best_metric}",

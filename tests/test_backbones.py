@@ -1,4 +1,4 @@
-"""Parity of the Flax backbone ports with `keras.applications`, through the legacy HDF5 weight files.
+"""Parity of the Flax backbone ports with `keras.applications`, through legacy HDF5 weight files.
 
 Each Keras model (JAX backend, `weights=None`) gets random weights, random BatchNorm statistics and
 random biases, is saved in the legacy HDF5 layout of the official downloads (with and without its
@@ -49,8 +49,12 @@ class NumpyRandom:
   numpy draws cost nothing, and the values are random all the same.
   """
 
-  def __init__(self, seed: int):
+  def __init__(self, seed: int, backend_random):
     self._rng = np.random.default_rng(seed)
+    self._backend_random = backend_random
+
+  def __getattr__(self, name: str):  # seeds and the rest stay Keras's
+    return getattr(self._backend_random, name)
 
   def uniform(self, shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
     return jnp.asarray(self._rng.uniform(minval, maxval, shape), dtype or "float32")
@@ -59,14 +63,15 @@ class NumpyRandom:
     return jnp.asarray(self._rng.normal(mean, stddev, shape), dtype or "float32")
 
   def truncated_normal(self, shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
-    return jnp.asarray(mean + stddev * np.clip(self._rng.normal(size=shape), -2, 2), dtype or "float32")
+    x = mean + stddev * np.clip(self._rng.normal(size=shape), -2, 2)
+    return jnp.asarray(x, dtype or "float32")
 
 
 def build_keras(name: str, size: int, seed: int = 0) -> keras.Model:
   """A with-top Keras application (logits) with random weights, statistics and biases."""
   keras.backend.clear_session()
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(random_initializers, "random", NumpyRandom(seed))
+    mp.setattr(random_initializers, "random", NumpyRandom(seed, random_initializers.random))
     model = getattr(keras.applications, CASES[name][0])(
       weights=None, include_top=True, input_shape=(size, size, 3), classifier_activation=None
     )
@@ -98,7 +103,9 @@ def save_legacy_h5(model: keras.Model, path: pathlib.Path) -> pathlib.Path:
   return path
 
 
-def keras_tap_layers(name: str, model: keras.Model, taps: tuple[str, ...]) -> dict[str, keras.Layer]:
+def keras_tap_layers(
+  name: str, model: keras.Model, taps: tuple[str, ...]
+) -> dict[str, keras.Layer]:
   """The Keras layer each Flax tap reproduces; session-numbered layers are found by position."""
 
   def nth(kind: type, i: int) -> keras.Layer:
@@ -106,16 +113,33 @@ def keras_tap_layers(name: str, model: keras.Model, taps: tuple[str, ...]) -> di
 
   special = {}
   if name == "inception_v3":
-    special = {"stem_pool1": nth(keras.layers.MaxPooling2D, 0), "stem_pool2": nth(keras.layers.MaxPooling2D, 1)}
+    pools = {"stem_pool1": 0, "stem_pool2": 1}
+    special = {tap: nth(keras.layers.MaxPooling2D, i) for tap, i in pools.items()}
   elif name == "xception":
-    adds = {"entry_stride4": 0, "entry_stride8": 1, "entry_stride16": 2, "middle_out": 10, "exit_stride32": 11}
+    adds = {
+      "entry_stride4": 0, "entry_stride8": 1, "entry_stride16": 2, "middle_out": 10,
+      "exit_stride32": 11,
+    }  # fmt: skip
     special = {tap: nth(keras.layers.Add, i) for tap, i in adds.items()}
   return {tap: special[tap] if tap in special else model.get_layer(tap) for tap in taps}
 
 
 def abstract_backbone(name: str, **kwargs) -> backbones.Backbone:
-  """A backbone without random init (its weights come from a file anyway)."""
+  """A backbone of shapes only (for shape checks)."""
   return nnx.eval_shape(lambda: backbones.create_backbone(name, rngs=nnx.Rngs(0), **kwargs))
+
+
+def zeros_backbone(name: str, **kwargs) -> backbones.Backbone:
+  """A concrete backbone without random init: its weights come from a file anyway, and on this CPU
+  compiling the random initialisers costs more than the whole comparison."""
+  graphdef, state = nnx.split(abstract_backbone(name, **kwargs))
+
+  def concrete(s: jax.ShapeDtypeStruct) -> jax.Array:
+    if jnp.issubdtype(s.dtype, jax.dtypes.prng_key):
+      return jax.random.key(0)
+    return jax.device_put(np.zeros(s.shape, s.dtype))
+
+  return nnx.merge(graphdef, jax.tree.map(concrete, state))
 
 
 @nnx.jit(static_argnames="taps")
@@ -143,14 +167,14 @@ def reference(request, tmp_path_factory) -> Reference:
   folder = tmp_path_factory.mktemp(name)
   top_file = save_legacy_h5(model, folder / "top.h5")
   # A no-top file is the sub-model up to the last feature map: same layers, same order.
-  notop = keras.Model(model.inputs, model.get_layer(feature_tap).output if name != "xception" else
-                      keras_tap_layers(name, model, (feature_tap,))[feature_tap].output)
+  notop = keras.Model(model.inputs, model.get_layer(feature_tap).output)
   notop_file = save_legacy_h5(notop, folder / "notop.h5")
   pixels = np.random.default_rng(42).uniform(0, 255, (BATCH, size, size, 3)).astype("float32")
   x = preprocessing.preprocess_input(pixels, backbones.PREPROCESSING_MODE[name])
   taps = abstract_backbone(name, include_top=True, input_size=size).tap_names
   tap_layers = keras_tap_layers(name, model, taps)
-  probe = keras.Model(model.inputs, [model.output, *(layer.output for layer in tap_layers.values())])
+  outputs = [model.output, *(layer.output for layer in tap_layers.values())]
+  probe = keras.Model(model.inputs, outputs)
   logits, *tap_values = probe.predict(x, batch_size=BATCH, verbose=0)
   return Reference(name, size, x, top_file, notop_file, logits, dict(zip(taps, tap_values)), model)
 
@@ -169,7 +193,7 @@ def print_results():
 @pytest.mark.parametrize("include_top", [False, True], ids=["notop", "top"])
 def test_matches_keras(reference: Reference, include_top: bool):
   name = reference.name
-  model = abstract_backbone(name, include_top=include_top, input_size=reference.size)
+  model = zeros_backbone(name, include_top=include_top, input_size=reference.size)
   load_keras_weights(model, reference.top_file if include_top else reference.notop_file)
   model.eval()
   out, taps = forward(model, jnp.asarray(reference.x), tuple(model.tap_names))
@@ -184,12 +208,12 @@ def test_matches_keras(reference: Reference, include_top: bool):
   RESULTS[(name, include_top)] = diffs
   bad = {k: d for k, (d, _) in diffs.items() if not d <= TOLERANCE}
   assert not bad, f"{name}: differences above {TOLERANCE}: {bad}"
-  assert all(s > 1e-2 for _, s in diffs.values()), "reference activations vanished; the test is void"
+  assert all(s > 1e-2 for _, s in diffs.values()), "activations vanished; the test is void"
 
 
 @pytest.mark.parametrize("reference", ["mobilenet"], indirect=True)
 def test_bfloat16_compute_keeps_float32_params(reference: Reference):
-  model = abstract_backbone("mobilenet", include_top=True, dtype=jnp.bfloat16)
+  model = zeros_backbone("mobilenet", include_top=True, dtype=jnp.bfloat16)
   load_keras_weights(model, reference.top_file)
   model.eval()
   out, taps = forward(model, jnp.asarray(reference.x), ("conv_pw_5_relu",))
@@ -204,7 +228,7 @@ def test_bfloat16_compute_keeps_float32_params(reference: Reference):
 def test_train_mode_batch_norm_matches_keras(reference: Reference):
   """Batch statistics and the moving-average update (momentum 0.99 in both conventions)."""
   keras_model = reference.keras_model
-  model = abstract_backbone("mobilenet", include_top=True)
+  model = zeros_backbone("mobilenet", include_top=True)
   load_keras_weights(model, reference.top_file)
   model.train()
   model.set_attributes(deterministic=True)  # Keras's dropout is random in training; compare BN only
@@ -214,26 +238,35 @@ def test_train_mode_batch_norm_matches_keras(reference: Reference):
     return model(x)[0]
 
   out = train_forward(model, jnp.asarray(reference.x))
-  trainable = [v.value for v in keras_model.trainable_variables]
-  non_trainable = [v.value for v in keras_model.non_trainable_variables]
-  no_dropout = keras.Model(keras_model.inputs, keras_model.output)
-  for layer in no_dropout.layers:
-    if isinstance(layer, keras.layers.Dropout):
-      layer.rate = 0.0
-  want, new_non_trainable = jax.jit(
-    lambda t, n, x: no_dropout.stateless_call(t, n, x, training=True)
-  )(trainable, non_trainable, reference.x)
-  assert np.abs(np.asarray(out) - np.asarray(want)).max() < TOLERANCE
+  dropout = keras_model.get_layer("dropout")
+  rate, dropout.rate = dropout.rate, 0.0
+  try:
+    want, new_non_trainable = jax.jit(
+      lambda t, n, x: keras_model.stateless_call(t, n, x, training=True)
+    )(
+      [v.value for v in keras_model.trainable_variables],
+      [v.value for v in keras_model.non_trainable_variables],
+      reference.x,
+    )
+  finally:
+    dropout.rate = rate
+  # Batch statistics over 2 samples of a 1x1 map are nearly degenerate and amplify float32
+  # rounding, hence a looser bound on the logits than in inference.
+  np.testing.assert_allclose(np.asarray(out), np.asarray(want), atol=1e-3)
   updated = dict(zip((v.path for v in keras_model.non_trainable_variables), new_non_trainable))
-  bn = model.block5.conv_pw_bn
-  keras_bn = keras_model.get_layer("conv_pw_5_bn")
-  np.testing.assert_allclose(bn.mean[...], updated[keras_bn.moving_mean.path], atol=1e-6)
-  np.testing.assert_allclose(bn.var[...], updated[keras_bn.moving_variance.path], atol=1e-5)
+  for i in (1, 5, 13):
+    bn, keras_bn = getattr(model, f"block{i}").conv_pw_bn, keras_model.get_layer(f"conv_pw_{i}_bn")
+    want_mean = updated[keras_bn.moving_mean.path]
+    want_var = updated[keras_bn.moving_variance.path]
+    np.testing.assert_allclose(bn.mean[...], want_mean, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(bn.var[...], want_var, atol=1e-5, rtol=1e-5)
+    # and the statistics did move: 0.99 * old + 0.01 * batch
+    assert not np.allclose(bn.mean[...], keras_bn.moving_mean.value, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_preprocessing_mode_matches_keras(name: str):
-  module = getattr(keras.applications, {"resnet50": "resnet50"}.get(name, name))
+  module = getattr(keras.applications, name)
   pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
   want = module.preprocess_input(pixels.copy())
   got = preprocessing.preprocess_input(pixels, backbones.PREPROCESSING_MODE[name])
@@ -250,14 +283,19 @@ DOCUMENTED_SHAPES = {
   },
   "xception": {
     "entry_stride4": (74, 74, 128), "entry_stride8": (37, 37, 256), "entry_stride16": (19, 19, 728),
-    "middle_out": (19, 19, 728), "exit_stride32": (10, 10, 1024), "block14_sepconv2_act": (10, 10, 2048),
+    "middle_out": (19, 19, 728), "exit_stride32": (10, 10, 1024),
+    "block14_sepconv2_act": (10, 10, 2048),
   },
   "resnet50": {
-    "pool1_pool": (56, 56, 64), "conv2_block3_out": (56, 56, 256), "conv3_block4_out": (28, 28, 512),
+    "pool1_pool": (56, 56, 64), "conv2_block3_out": (56, 56, 256),
+    "conv3_block4_out": (28, 28, 512),
     "conv4_block1_add": (14, 14, 1024), "conv4_block6_out": (14, 14, 1024),
     "conv5_block3_out": (7, 7, 2048),
   },
-  "mobilenet": {"conv_pw_5_relu": (28, 28, 256), "conv_pw_11_relu": (14, 14, 512), "conv_pw_13_relu": (7, 7, 1024)},
+  "mobilenet": {
+    "conv_pw_5_relu": (28, 28, 256), "conv_pw_11_relu": (14, 14, 512),
+    "conv_pw_13_relu": (7, 7, 1024),
+  },
 }  # fmt: skip
 
 
@@ -277,10 +315,12 @@ def test_registry_shapes_and_taps(name: str):
   with pytest.raises(TypeError, match="sequence of names"):
     nnx.eval_shape(lambda m, x: m(x, taps=model.tap_names[0]), model, x)
   small = backbones.MIN_INPUT_SIZE[name] - 1
+  too_small = jax.ShapeDtypeStruct((1, small, small, 3), jnp.float32)
   with pytest.raises(ValueError, match="smaller than the minimum"):
-    nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct((1, small, small, 3), jnp.float32))
+    nnx.eval_shape(lambda m, x: m(x), model, too_small)
   with pytest.raises(ValueError):  # Keras refuses the same size
-    getattr(keras.applications, CASES[name][0])(weights=None, include_top=False, input_shape=(small, small, 3))
+    keras_constructor = getattr(keras.applications, CASES[name][0])
+    keras_constructor(weights=None, include_top=False, input_shape=(small, small, 3))
   top = abstract_backbone(name, include_top=True, num_classes=7)
   logits, _ = nnx.eval_shape(lambda m, x: m(x), top, x)
   assert logits.shape == (1, 7)

@@ -7,6 +7,7 @@ per-process batches, padded per-process evaluation batches, and the train-split 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -38,10 +39,10 @@ class EvalSplit:
   """
 
   name: str
-  metadata: dict[str, np.ndarray]  # file_name, subject_id (b"" for Taleqani), label, image_sha256
-  sources: Mapping[str, Any]
-  source_split: np.ndarray
-  source_index: np.ndarray
+  metadata: dict[str, np.ndarray] = dataclasses.field(repr=False)  # file_name, subject_id, label, image_sha256
+  sources: Mapping[str, Any] = dataclasses.field(repr=False)
+  source_split: np.ndarray = dataclasses.field(repr=False)
+  source_index: np.ndarray = dataclasses.field(repr=False)
   prepare: T.PrepareImage
   normalize: T.Normalize
   batch_size: int  # default global batch size
@@ -93,7 +94,7 @@ class Pipeline:
 
   train: grain.IterDataset  # infinite per-process batches {"image": f32[b,H,W,3], "label": i32[b]}
   steps_per_epoch: int  # global steps for one pass over the balanced training split
-  eval_splits: dict[str, EvalSplit]  # 'val', 'test', 'train' (unbalanced, unaugmented)
+  eval_splits: dict[str, EvalSplit] = dataclasses.field(repr=False)  # 'val', 'test', 'train' (natural)
   stats: DataStats
   class_names: tuple[str, ...]
   num_classes: int
@@ -130,7 +131,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"data.image_size must be positive; got {config.image_size}.")
 
 
-def _load_sources(config: ml_collections.ConfigDict) -> Mapping[str, Any]:
+def _load_sources(config: ml_collections.ConfigDict, decode_images: bool = True) -> Mapping[str, Any]:
   from leukojax.data.sources import load_split_sources  # pylint: disable=g-import-not-at-top
 
   return load_split_sources(
@@ -138,13 +139,12 @@ def _load_sources(config: ml_collections.ConfigDict) -> Mapping[str, Any]:
       builder_config=config.builder_config,
       data_dir=config.data_dir,
       manual_dir=config.manual_dir,
+      decode_images=decode_images,
   )
 
 
 def _fingerprint(config: ml_collections.ConfigDict, catalog: Catalog, train_rows: np.ndarray) -> dict[str, Any]:
   """What the statistics depend on: the training images and how they are resized."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-
   digest = hashlib.sha256()
   for sha, name in sorted(zip(catalog.image_sha256[train_rows], catalog.file_name[train_rows])):
     digest.update(sha + b"|" + name + b"\n")
@@ -211,9 +211,13 @@ def build_pipeline(
   _per_process(eval_batch_size, process_count, "eval batch size")
   view = get_view(config.dataset, config.task)
   wanted = splits_lib.source_splits(config.dataset, config.split.protocol)
-  sources = dict(_load_sources(config) if sources is None else sources)
+  if sources is None:
+    sources = dict(_load_sources(config))
+    meta_sources = _load_sources(config, decode_images=False)  # the labels and ids pass skips decoding
+  else:
+    sources = meta_sources = dict(sources)
 
-  catalog, dropped_by_view = scan_sources(sources, wanted, num_threads=config.read_threads).apply_view(view)
+  catalog, dropped_by_view = scan_sources(meta_sources, wanted, num_threads=config.read_threads).apply_view(view)
   result = splits_lib.make_splits(
       catalog, dataset=config.dataset, protocol=config.split.protocol,
       fractions=config.split.fractions, seed=config.split.seed, dedup=config.dedup,
@@ -231,7 +235,7 @@ def build_pipeline(
     weights = balance_lib.class_weights(balanced_labels, view.num_classes)
 
   read_options = grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.prefetch_buffer_size)
-  prepare = T.PrepareImage(config.image_size, config.resize, config.crop_fraction)
+  prepare = T.PrepareImage(config.image_size, config.resize, config.crop_fraction)  # as T.eval_transforms
 
   def compute() -> tuple[Any, Any, int]:
     src = RowSource(sources, catalog.split[train_rows], catalog.index[train_rows], train_labels)

@@ -129,7 +129,11 @@ def subject_split(
     raise ValueError("Subject-disjoint splitting needs a subject id on every record.")
   rng = np.random.default_rng(seed)
   uniq, inverse = np.unique(subjects.astype(bytes), return_inverse=True)
-  subject_class = np.array([np.bincount(labels[inverse == k]).argmax() for k in range(len(uniq))])
+  per_subject = [np.bincount(labels[inverse == k]) for k in range(len(uniq))]
+  subject_class = np.array([counts.argmax() for counts in per_subject])
+  mixed = sum(int((counts > 0).sum() > 1) for counts in per_subject)
+  if mixed:
+    logging.warning("%d subject(s) have images of more than one class; stratifying by their majority class.", mixed)
   split_of_subject = np.zeros(len(uniq), dtype=np.int64)
   for c in np.unique(subject_class):
     members = rng.permutation(np.flatnonzero(subject_class == c))

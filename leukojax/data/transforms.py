@@ -7,6 +7,7 @@ ImageNet mode). docs/data.md explains the composition.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,10 @@ EVAL_KEYS = ("image", "label", "mask", "index")
 
 
 def to_rgb_uint8(image: Any) -> np.ndarray:
-  """Returns an HxWx3 uint8 array from grey, RGB or RGBA input."""
+  """Returns an HxWx3 uint8 array from grey, RGB or RGBA input (or its encoded file bytes)."""
+  if isinstance(image, (bytes, np.bytes_)):
+    with Image.open(io.BytesIO(image)) as im:
+      image = im.convert("RGB")
   image = np.asarray(image)
   if image.ndim == 2:
     image = image[..., None]
@@ -151,3 +155,21 @@ class Normalize(grain.transforms.Map):
     if "index" in self.keys:
       out["index"] = np.int32(element["index"])
     return out
+
+
+def eval_transforms(config: Any, stats: Any) -> tuple[PrepareImage, Normalize]:
+  """The evaluation transforms of `config` (a `config.data`) with saved `stats` (`load_stats`)."""
+  prepare = PrepareImage(config.image_size, config.resize, config.crop_fraction)
+  normalize = Normalize(stats.mean, stats.std, standardize=config.standardize, mode=config.preprocessing)
+  return prepare, normalize
+
+
+def preprocess_images(images: Sequence[Any], config: Any, stats: Any) -> np.ndarray:
+  """Raw images (arrays or encoded bytes) -> float32 [B, H, W, 3] model inputs, as in evaluation.
+
+  For the predict and explanation tools, so a new image goes through exactly the training run's
+  resize, standardisation and ImageNet mode.
+  """
+  prepare, normalize = eval_transforms(config, stats)
+  out = [normalize.map(prepare.map({"image": image, "label": 0}))["image"] for image in images]
+  return np.stack(out) if out else np.zeros((0, config.image_size, config.image_size, 3), np.float32)

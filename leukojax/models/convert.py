@@ -26,26 +26,39 @@ def convert(
   backbone: str, *, weights: str | None, include_top: bool, out: str, download: bool = False
 ) -> None:
   """Loads the Keras file into a fresh backbone (all checks included) and saves it under `out`."""
-  path = pretrained.find_weights_file(backbone, include_top=include_top, path=weights, download=download)
+  path = pretrained.find_weights_file(
+    backbone, include_top=include_top, path=weights, download=download
+  )
   spec = pretrained.WEIGHTS_FILES[(backbone, include_top)]
   if spec.md5 is not None and pretrained.file_md5(path) != spec.md5:
-    logging.warning("%s is not the published %s (md5 differs); converting it anyway.", path, spec.file_name)
+    logging.warning(
+      "%s is not the published %s (md5 differs); converting it anyway.", path, spec.file_name
+    )
   model = create_backbone(backbone, include_top=include_top, rngs=nnx.Rngs(0))
   load_keras_weights(model, path)
   pretrained.save_converted(model, out, source=str(path))
-  logging.info("Converted %s (%s top) from %s to %s.", backbone, "with" if include_top else "no", path, out)
+  top = "with" if include_top else "no"
+  logging.info("Converted %s (%s top) from %s to %s.", backbone, top, path, out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--backbone", required=True, choices=sorted(BACKBONES))
-  parser.add_argument("--weights", default=None, help="the .h5 file or its folder (default: Keras cache)")
+  parser.add_argument("--weights", help="the .h5 file or its folder (default: the Keras cache)")
   parser.add_argument("--include_top", action="store_true", help="convert the 1000-class top too")
-  parser.add_argument("--download", action="store_true", help="download the official file if missing")
+  parser.add_argument("--download", action="store_true", help="download the file if missing")
   parser.add_argument("--out", required=True, help="output folder")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  convert(args.backbone, weights=args.weights, include_top=args.include_top, out=args.out, download=args.download)
+  convert(
+    args.backbone,
+    weights=args.weights,
+    include_top=args.include_top,
+    out=args.out,
+    download=args.download,
+  )
 
 
 if __name__ == "__main__":

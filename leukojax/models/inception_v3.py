@@ -20,7 +20,10 @@ from leukojax.models import layers
 
 
 def _units(block: nnx.Module, in_features: int, specs, dtype: Any, rngs: nnx.Rngs) -> None:
-  """Adds `conv2d_bn` units from `(name, in or None for the block input, out, kernel, strides, padding)`."""
+  """Adds `conv2d_bn` units given as `(name, in, out, kernel, strides, padding)`.
+
+  `in` None means the block's input features.
+  """
   for name, cin, cout, kernel, strides, padding in specs:
     cin = in_features if cin is None else cin
     unit = layers.ConvBN(
@@ -85,7 +88,8 @@ class InceptionC(nnx.Module):
   """mixed4-7 (17x17): 1x1 | 1x1-1x7-7x1 | 1x1-7x1-1x7-7x1-1x7 | avgpool-1x1."""
 
   units = ("branch1x1", "branch7x7_1", "branch7x7_2", "branch7x7_3", "branch7x7dbl_1",
-           "branch7x7dbl_2", "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5", "branch_pool")  # fmt: skip
+           "branch7x7dbl_2", "branch7x7dbl_3", "branch7x7dbl_4", "branch7x7dbl_5",
+           "branch_pool")  # fmt: skip
   keras_order = _order(units, "c4 b4 c5 b5 c1 c6 b1 b6 c2 c7 b2 b7 c0 c3 c8 c9 b0 b3 b8 b9")
 
   def __init__(self, in_features: int, c7: int, *, dtype: Any, rngs: nnx.Rngs):
@@ -106,8 +110,8 @@ class InceptionC(nnx.Module):
     b1 = self.branch1x1(x)
     b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
     bd = self.branch7x7dbl_1(x)
-    for unit in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
-      bd = unit(bd)
+    for i in (2, 3, 4, 5):
+      bd = getattr(self, f"branch7x7dbl_{i}")(bd)
     bp = self.branch_pool(layers.avg_pool_same(x, 3))
     return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 

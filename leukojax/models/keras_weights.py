@@ -56,8 +56,11 @@ def _weights_group(f: h5py.File, path: str) -> h5py.Group:
   )
 
 
-def read_keras_layers(group: h5py.Group, path: str) -> list[tuple[str, list[tuple[str, h5py.Dataset]]]]:
-  """The weighted layers of a legacy Keras weight group in file order: `(layer, [(weight, dataset)])`.
+FileLayer = tuple[str, list[tuple[str, h5py.Dataset]]]  # (layer name, [(weight name, dataset)])
+
+
+def read_keras_layers(group: h5py.Group, path: str) -> list[FileLayer]:
+  """The weighted layers of a legacy Keras weight group, in file order.
 
   Datasets are returned unread, so a no-top model never reads the (large) top of a with-top file.
   """
@@ -68,7 +71,9 @@ def read_keras_layers(group: h5py.Group, path: str) -> list[tuple[str, list[tupl
     except (OSError, KeyError):
       exists = False
     if not exists:
-      raise KerasWeightsError(f"{path}: layer {name!r} is listed but has no group (truncated file?).")
+      raise KerasWeightsError(
+        f"{path}: layer {name!r} is listed but has no group (truncated file?)."
+      )
     weight_names = _attr_list(group[name], "weight_names")
     if not weight_names:
       continue
@@ -98,7 +103,7 @@ Target = tuple[Path, tuple[int, ...], Callable[[np.ndarray], np.ndarray]]
 
 
 def keras_targets(module: nnx.Module, path: Path) -> list[Target]:
-  """`(state path, Keras shape, Keras->Flax transform)` of a module's variables, in Keras's legacy order.
+  """`(state path, Keras shape, Keras->Flax transform)` of a module's variables, in Keras order.
 
   The legacy order is trainable weights then non-trainable ones: conv kernel, bias; BatchNorm gamma
   (absent when `scale=False`), beta, moving mean, moving variance; separable depthwise kernel,
@@ -129,7 +134,7 @@ def keras_targets(module: nnx.Module, path: Path) -> list[Target]:
       (path + ("kernel",), (module.in_features, module.out_features), _identity),
       (path + ("bias",), (module.out_features,), _identity),
     ]
-  raise TypeError(f"No Keras weight mapping for {type(module).__name__} at {'/'.join(map(str, path))}.")
+  raise TypeError(f"No Keras weight mapping for {type(module).__name__} at {path_str(path)}.")
 
 
 def get_submodule(model: nnx.Module, path: str) -> tuple[nnx.Module, Path]:
@@ -174,25 +179,26 @@ def check_complete(
 ) -> None:
   """Every parameter and statistic must be filled unless `dont_load` keeps it initialised.
 
-  A model built with `nnx.eval_shape` (no random init, the quickest way to a pretrained model)
-  must be filled completely.
+  A model built with `nnx.eval_shape` must be filled completely (RNG state included).
   """
   variables = weight_variables(model)
   missing = [path_str(p) for p in variables if p not in values and not skip(p)]
+  # A model from nnx.eval_shape has no values yet: whatever is not loaded would stay abstract.
   abstract = [
     path_str(p)
-    for p, v in variables.items()
+    for p, v in nnx.to_flat_state(nnx.state(model))
     if p not in values and isinstance(v.get_value(), jax.ShapeDtypeStruct)
   ]
   if abstract and not missing:
     raise KerasWeightsError(
-      f"{source}: the model is abstract (nnx.eval_shape) and dont_load would leave {abstract[:4]} "
-      "without values; build it concretely to keep freshly initialised variables."
+      f"{source}: the model is abstract (nnx.eval_shape) and {abstract[:4]} would get no values "
+      "(kept by dont_load, or RNG state); build the model concretely."
     )
   if missing:
     raise KerasWeightsError(
       f"{source}: {len(missing)} model variable(s) would stay uninitialised: {missing[:8]}"
-      f"{' ...' if len(missing) > 8 else ''}; add them to dont_load to keep them freshly initialised."
+      f"{' ...' if len(missing) > 8 else ''}; add them to dont_load to keep them freshly "
+      "initialised."
     )
 
 
@@ -212,7 +218,9 @@ def load_keras_weights(
   try:
     f = h5py.File(path, "r")
   except OSError as e:
-    raise KerasWeightsError(f"{path}: cannot be read as HDF5 (truncated or not a weight file?): {e}") from e
+    raise KerasWeightsError(
+      f"{path}: cannot be read as HDF5 (truncated or not a weight file?): {e}"
+    ) from e
   with f:
     file_layers = read_keras_layers(_weights_group(f, path), path)
     body = model.keras_layers()

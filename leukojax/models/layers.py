@@ -7,8 +7,8 @@ and give the same numbers. All layers compute in `dtype` and keep float32 parame
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -178,7 +178,9 @@ class ConvBN(nnx.Module):
       dtype=dtype,
       rngs=rngs,
     )
-    self.bn = batch_norm(out_features, epsilon=bn_epsilon, use_scale=bn_scale, dtype=dtype, rngs=rngs)
+    self.bn = batch_norm(
+      out_features, epsilon=bn_epsilon, use_scale=bn_scale, dtype=dtype, rngs=rngs
+    )
     self.activation = activation
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -223,7 +225,9 @@ class Taps:
       raise TypeError(f"{model}: taps must be a sequence of names, got the string {requested!r}.")
     unknown = [t for t in requested if t not in available]
     if unknown:
-      raise ValueError(f"{model}: unknown tap name(s) {unknown}; available taps: {list(available)}.")
+      raise ValueError(
+        f"{model}: unknown tap name(s) {unknown}; available taps: {list(available)}."
+      )
     self._requested = tuple(dict.fromkeys(requested))
     self._out: dict[str, jax.Array] = {}
 

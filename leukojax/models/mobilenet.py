@@ -26,17 +26,19 @@ DROPOUT_RATE = 1e-3  # Keras's default `dropout` in front of the classifier.
 class DepthwiseBlock(nnx.Module):
   """Keras `_depthwise_conv_block`: depthwise 3x3 -> BN -> ReLU6 -> pointwise 1x1 -> BN -> ReLU6."""
 
-  def __init__(self, in_features: int, out_features: int, *, stride: int, dtype: Any, rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, out_features: int, *, stride: int, dtype: Any, rngs: nnx.Rngs
+  ):
     self.stride = stride
-    self.conv_dw = layers.depthwise_conv2d(
-      in_features, 3, strides=stride, padding="SAME" if stride == 1 else "VALID", dtype=dtype, rngs=rngs
-    )
-    self.conv_dw_bn = layers.batch_norm(in_features, dtype=dtype, rngs=rngs)
-    self.conv_pw = layers.conv2d(in_features, out_features, 1, use_bias=False, dtype=dtype, rngs=rngs)
-    self.conv_pw_bn = layers.batch_norm(out_features, dtype=dtype, rngs=rngs)
+    padding = "SAME" if stride == 1 else "VALID"
+    kw = dict(dtype=dtype, rngs=rngs)
+    self.conv_dw = layers.depthwise_conv2d(in_features, 3, strides=stride, padding=padding, **kw)
+    self.conv_dw_bn = layers.batch_norm(in_features, **kw)
+    self.conv_pw = layers.conv2d(in_features, out_features, 1, use_bias=False, **kw)
+    self.conv_pw_bn = layers.batch_norm(out_features, **kw)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Returns the depthwise and the pointwise activations (Keras `conv_dw_i_relu`, `conv_pw_i_relu`)."""
+    """Returns the depthwise and pointwise activations (`conv_dw_i_relu`, `conv_pw_i_relu`)."""
     if self.stride != 1:
       x = layers.zero_pad(x, ((0, 1), (0, 1)))
     dw = layers.relu6(self.conv_dw_bn(self.conv_dw(x)))
@@ -76,7 +78,8 @@ class MobileNet(layers.Backbone):
     taps = ["conv1_relu"]
     in_features = 32
     for i, (features, stride) in enumerate(_BLOCKS, start=1):
-      setattr(self, f"block{i}", DepthwiseBlock(in_features, features, stride=stride, dtype=dtype, rngs=rngs))
+      block = DepthwiseBlock(in_features, features, stride=stride, dtype=dtype, rngs=rngs)
+      setattr(self, f"block{i}", block)
       taps += [f"conv_dw_{i}_relu", f"conv_pw_{i}_relu"]
       in_features = features
     self.tap_names = tuple(taps)

@@ -83,7 +83,9 @@ WEIGHTS_FILES: dict[tuple[str, bool], WeightsFile] = {
     "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels.h5", "2cb95161c43110f7111970584f804107"
   ),
   ("resnet50", False): _official(
-    "resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "4d473c1dd8becc155b73f8504c6f6626"
+    "resnet",
+    "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "4d473c1dd8becc155b73f8504c6f6626",
   ),
   ("mobilenet", True): _official("mobilenet", "mobilenet_1_0_224_tf.h5", None),
   ("mobilenet", False): _official("mobilenet", "mobilenet_1_0_224_tf_no_top.h5", None),
@@ -152,7 +154,8 @@ def find_weights_file(
   """The official Keras weight file of a backbone: `path` (a file or a folder holding it), else
   the Keras cache; downloads into the cache only when `download=True`."""
   if (name, include_top) not in WEIGHTS_FILES:
-    raise ValueError(f"No official weights for {name!r}; known: {sorted({n for n, _ in WEIGHTS_FILES})}.")
+    known = sorted({n for n, _ in WEIGHTS_FILES})
+    raise ValueError(f"No official weights for {name!r}; known: {known}.")
   spec = WEIGHTS_FILES[(name, include_top)]
   if path is not None:
     candidate = pathlib.Path(path).expanduser()
@@ -186,7 +189,9 @@ def _how_to_get(spec: WeightsFile) -> str:
 _META = "leukojax_weights.json"
 
 
-def save_converted(model: Backbone, directory: str | os.PathLike, *, source: str | None = None) -> None:
+def save_converted(
+  model: Backbone, directory: str | os.PathLike, *, source: str | None = None
+) -> None:
   """Stores a backbone's parameters and BatchNorm statistics as an Orbax checkpoint + metadata."""
   import orbax.checkpoint as ocp  # noqa: PLC0415 (import only when converting)
 
@@ -237,7 +242,9 @@ def load_converted(
     if path not in variables:
       if not model.include_top and path[0] in top:
         continue  # a no-top model ignores the stored top
-      raise KerasWeightsError(f"{directory}: stored {keras_weights.path_str(path)} has no place in {model.name}.")
+      raise KerasWeightsError(
+        f"{directory}: stored {keras_weights.path_str(path)} has no place in {model.name}."
+      )
     if skip(path):
       continue
     expected = tuple(variables[path].get_value().shape)
@@ -266,5 +273,7 @@ def load_pretrained(
   if weights is not None and (pathlib.Path(weights) / _META).is_file():
     load_converted(model, weights, dont_load=dont_load)
     return
-  path = find_weights_file(model.name, include_top=model.include_top, path=weights, download=download)
+  path = find_weights_file(
+    model.name, include_top=model.include_top, path=weights, download=download
+  )
   keras_weights.load_keras_weights(model, path, dont_load=dont_load)

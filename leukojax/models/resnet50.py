@@ -27,7 +27,8 @@ class Bottleneck(nnx.Module):
     self, in_features: int, filters: int, *, stride: int, shortcut: bool, dtype: Any, rngs: nnx.Rngs
   ):
     def unit(cin: int, cout: int, kernel: int, strides: int = 1, padding: str = "VALID") -> tuple:
-      conv = layers.conv2d(cin, cout, kernel, strides=strides, padding=padding, dtype=dtype, rngs=rngs)
+      kw = dict(strides=strides, padding=padding, dtype=dtype, rngs=rngs)
+      conv = layers.conv2d(cin, cout, kernel, **kw)
       return conv, layers.batch_norm(cout, epsilon=RESNET_BN_EPSILON, dtype=dtype, rngs=rngs)
 
     self.has_shortcut = shortcut

@@ -38,7 +38,9 @@ class StridedBlock(nnx.Module):
     self.sepconv2_bn = layers.batch_norm(out, dtype=dtype, rngs=rngs)
 
   # Keras file order: the main path first, the projection last.
-  keras_order = ("sepconv1", "sepconv1_bn", "sepconv2", "sepconv2_bn", "residual_conv", "residual_bn")
+  keras_order = (
+    "sepconv1", "sepconv1_bn", "sepconv2", "sepconv2_bn", "residual_conv", "residual_bn"
+  )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     residual = self.residual_bn(self.residual_conv(x))
@@ -100,7 +102,8 @@ class Xception(layers.Backbone):
     self.block1_conv2_bn = layers.batch_norm(64, **kw)
     in_features = 64
     for block, mid, out in _STRIDED:
-      setattr(self, f"block{block}", StridedBlock(in_features, mid, out, first_relu=block != 2, **kw))
+      strided = StridedBlock(in_features, mid, out, first_relu=block != 2, **kw)
+      setattr(self, f"block{block}", strided)
       in_features = out
       if block == 4:  # the middle flow sits between the entry flow and block 13
         for m in _MIDDLE:
