@@ -27,8 +27,10 @@ class Checkpointer:
     self.best_mode = best_mode
     sign = 1.0 if best_mode == "max" else -1.0
 
-    def metric_of(metrics: dict[str, float]) -> float:
-      return sign * float(metrics[best_metric])
+    def metric_of(metrics: dict[str, float]) -> tuple[float, int]:
+      # Ties go to the earlier step (Keras's save-best-only keeps the first epoch to reach a value);
+      # BestN keeps the last of its ascending sort, so the step enters negated.
+      return sign * float(metrics[best_metric]), -int(metrics["step"])
 
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(1),
@@ -44,6 +46,8 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
            metrics: dict[str, float] | None = None, force: bool = True) -> None:
+    if metrics is not None:
+      metrics = {**metrics, "step": step}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=grain.checkpoint.CheckpointSave(data_iterator),
                               meta=ocp.args.JsonSave({**meta, "metrics": metrics}))

@@ -63,6 +63,13 @@ def state_shardings(abstract_state, mesh: Mesh):
   return jax.tree.map(lambda leaf: param_sharding(tuple(leaf.shape), mesh), abstract_state)
 
 
+def compute_shardings(params, mesh: Mesh):
+  """Where parameters live during the forward pass: replicated. None when they are stored so anyway."""
+  if mesh.shape["fsdp"] == 1:
+    return None
+  return jax.tree.map(lambda _: replicated(mesh), params)
+
+
 def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles the per-process batches into one global array per key, sharded over the batch axes."""
   sharding = batch_sharding(mesh)

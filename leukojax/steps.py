@@ -74,11 +74,19 @@ def predictions(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef, tx: optax.GradientTransformation,
-               class_weights: jax.Array, frozen: bool) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimiser step on a global batch; a non-finite loss or gradient leaves the state unchanged."""
+               class_weights: jax.Array, frozen: bool,
+               compute_shardings: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser step on a global batch; a non-finite loss or gradient leaves the state unchanged.
+
+  `compute_shardings` (FSDP): where the parameters live during the forward pass. Stored sharded,
+  they are gathered to these shardings first (ZeRO-3: all-gather forward, reduce-scatter backward),
+  so XLA never partitions activations along a parameter's sharded axis.
+  """
   labels = optim.param_labels(state.params)
 
   def loss_fn(params):
+    if compute_shardings is not None:
+      params = jax.lax.with_sharding_constraint(params, compute_shardings)
     if frozen:  # no backbone gradients at all: XLA drops the backbone's backward pass
       params = jax.tree.map(lambda p, l: jax.lax.stop_gradient(p) if l == "backbone" else p,
                             params, labels)

@@ -192,7 +192,7 @@ def _compile_train_step(state, batch, *, graphdef, frozen, tx, class_weights, st
   """AOT-compiles one train step variant and logs its compile time and FLOPs per step."""
   fn = jax.jit(
       functools.partial(steps.train_step, graphdef=graphdef, tx=tx, class_weights=class_weights,
-                        frozen=frozen),
+                        frozen=frozen, compute_shardings=sharding.compute_shardings(state.params, mesh)),
       in_shardings=(state_shardings, batch_shard),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=0)
