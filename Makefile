@@ -19,7 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m leukojax.demo --workdir $(WORKDIR)
+	$(BIN)/python -m leukojax.main --config configs/hybrid.py:sample --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout 900 $(PYTEST_ARGS)

@@ -72,6 +72,44 @@ def load_pretrained(model: nnx.Module, model_config: ml_collections.ConfigDict) 
     logging.info("Loaded ImageNet weights for %s (%s).", name, source or "Keras cache")
 
 
+def pipeline_for(config: ml_collections.ConfigDict, workdir: str):
+  """The run's data: this process's slice, statistics cached in (or read from) the workdir."""
+  return build_pipeline(
+      config.data, global_batch_size=config.train.global_batch_size,
+      eval_batch_size=config.eval.batch_size, workdir=workdir, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def loss_class_weights(config: ml_collections.ConfigDict, pipeline) -> np.ndarray:
+  if config.train.class_weighted_loss:
+    return np.asarray(pipeline.class_weights, np.float32)
+  return np.ones(pipeline.num_classes, np.float32)
+
+
+def make_eval_fn(graphs: steps.ModelGraphs, class_weights: np.ndarray):
+  return jax.jit(functools.partial(steps.eval_step, graphdef=graphs.eval,
+                                   class_weights=jnp.asarray(class_weights)))
+
+
+def create_train_state(config: ml_collections.ConfigDict, pipeline, mesh, *, load_weights: bool):
+  """A fresh model's (graphdefs, train state on the mesh, its shardings, optimiser, schedule).
+
+  `load_weights` merges the configured ImageNet weights; a resumed or restored run skips it, since
+  its checkpoint replaces every parameter anyway.
+  """
+  model = build_model(config, pipeline.num_classes)
+  if load_weights:
+    load_pretrained(model, config.model)
+  graphs, params, model_state = steps.split_model(model)
+  del model
+  schedule = optim.make_schedule(config.train, pipeline.steps_per_epoch)
+  tx = optim.make_optimizer(config.train, schedule)
+  state = steps.TrainState(params=params, model_state=model_state, opt_state=tx.init(params),
+                           step=jnp.zeros((), jnp.int32))
+  state_shardings = sharding.state_shardings(state, mesh)
+  return graphs, jax.device_put(state, state_shardings), state_shardings, tx, schedule
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -88,28 +126,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Mesh %s over %d devices in %d processes.", dict(mesh.shape), mesh.size,
                jax.process_count())
 
-  pipeline = build_pipeline(
-      config.data, global_batch_size=config.train.global_batch_size,
-      eval_batch_size=config.eval.batch_size, workdir=workdir, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  class_weights = np.ones(pipeline.num_classes, np.float32)
-  if config.train.class_weighted_loss:
-    class_weights = np.asarray(pipeline.class_weights, np.float32)
+  pipeline = pipeline_for(config, workdir)
+  class_weights = loss_class_weights(config, pipeline)
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     best_metric=config.train.best_metric)
   resume_step = ckpt.latest_step()
-  model = build_model(config, pipeline.num_classes)
-  if resume_step is None:
-    load_pretrained(model, config.model)
-  graphs, params, model_state = steps.split_model(model)
-  del model
-  schedule = optim.make_schedule(config.train, pipeline.steps_per_epoch)
-  tx = optim.make_optimizer(config.train, schedule)
-  state = steps.TrainState(params=params, model_state=model_state, opt_state=tx.init(params),
-                           step=jnp.zeros((), jnp.int32))
-  state_shardings = sharding.state_shardings(state, mesh)
-  state = jax.device_put(state, state_shardings)
+  graphs, state, state_shardings, tx, schedule = create_train_state(
+      config, pipeline, mesh, load_weights=resume_step is None)
   data_iterator = iter(pipeline.train)
   if resume_step is not None:
     state, _ = ckpt.restore(resume_step, checkpointing.abstract_like(state, state_shardings),
@@ -120,8 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   compile_step = functools.partial(
       _compile_train_step, tx=tx, class_weights=jnp.asarray(class_weights), state_shardings=state_shardings,
       batch_shard=batch_shard, mesh=mesh)
-  eval_fn = jax.jit(functools.partial(steps.eval_step, graphdef=graphs.eval,
-                                      class_weights=jnp.asarray(class_weights)))
+  eval_fn = make_eval_fn(graphs, class_weights)
   writer = MetricWriter(workdir)
   logging.info("Parameters: %s.", f"{sum(x.size for x in jax.tree.leaves(state.params)):,}")
 

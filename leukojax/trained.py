@@ -1,0 +1,97 @@
+"""A finished (or interrupted) training workdir, restored for evaluation, prediction and explanation.
+
+Everything comes from the workdir itself: `config.json` (the run's config), `data_stats.json` (the
+train-split statistics, so new images are standardised exactly as in training) and the Orbax
+checkpoints (`best`, `latest` or a step). The data pipeline is rebuilt from the config, so the
+splits are the run's own (they depend only on the data and `config.data.split`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from leukojax import checkpointing, sharding, steps, train
+from leukojax.data import Pipeline
+
+
+class WorkdirError(FileNotFoundError):
+  """The workdir lacks what a restore needs (its config or any checkpoint)."""
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A restored run: its config, data, mesh, state and the jitted evaluation step."""
+
+  workdir: str
+  config: ml_collections.ConfigDict
+  pipeline: Pipeline
+  mesh: jax.sharding.Mesh
+  graphs: steps.ModelGraphs
+  state: steps.TrainState
+  step: int
+  checkpoint: str  # how `step` was chosen: 'best', 'latest' or 'step'
+  eval_fn: Any
+
+  def model(self) -> nnx.Module:
+    """The model in evaluation mode (BatchNorm on its moving statistics), for explanations."""
+    return nnx.merge(self.graphs.eval, self.state.params, self.state.model_state)
+
+
+def load_config(workdir: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The config a run wrote into its workdir, with dotted-key `overrides` (e.g. a new data_dir)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise WorkdirError(f"{path} does not exist: {workdir} is not a LeukoJAX training workdir "
+                       "(train first: python -m leukojax.main --config ... --workdir ...).")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  for key, value in (overrides or {}).items():
+    parent = config
+    *path_parts, leaf = key.split(".")
+    for part in path_parts:
+      parent = parent[part]
+    parent[leaf] = value
+  return config
+
+
+def resolve_step(ckpt: checkpointing.Checkpointer, checkpoint: str | int) -> tuple[int, str]:
+  """'best' (the validation-selected state; the latest if none has a metric), 'latest' or a step."""
+  steps_kept = sorted(ckpt.manager.all_steps())
+  if not steps_kept:
+    raise WorkdirError(f"No checkpoint in {ckpt.manager.directory}: the run saved nothing yet.")
+  if checkpoint == "best":
+    best = ckpt.best_step()
+    return (best, "best") if best is not None else (ckpt.latest_step(), "latest")
+  if checkpoint == "latest":
+    return ckpt.latest_step(), "latest"
+  step = int(checkpoint)
+  if step not in steps_kept:
+    raise WorkdirError(f"No checkpoint at step {step} in {ckpt.manager.directory}; kept: {steps_kept}.")
+  return step, "step"
+
+
+def restore_run(workdir: str, checkpoint: str | int = "best",
+                overrides: Mapping[str, Any] | None = None) -> TrainedRun:
+  """Rebuilds the run of `workdir` and restores `checkpoint` onto this machine's devices."""
+  config = load_config(workdir, overrides)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    best_metric=config.train.best_metric)
+  try:
+    step, how = resolve_step(ckpt, checkpoint)
+    mesh = sharding.create_mesh(config.mesh.fsdp)
+    pipeline = train.pipeline_for(config, workdir)
+    graphs, state, shardings, _, _ = train.create_train_state(config, pipeline, mesh, load_weights=False)
+    state, _ = ckpt.restore(step, checkpointing.abstract_like(state, shardings))
+  finally:
+    ckpt.close()
+  eval_fn = train.make_eval_fn(graphs, train.loss_class_weights(config, pipeline))
+  return TrainedRun(workdir=workdir, config=config, pipeline=pipeline, mesh=mesh, graphs=graphs,
+                    state=state, step=step, checkpoint=how, eval_fn=eval_fn)
