@@ -6,7 +6,9 @@ lives here, inside the installed package, where they can import it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from types import ModuleType
 
 import ml_collections
 
@@ -75,3 +77,12 @@ def parse_variant(arg: str | None) -> tuple[str, dict[str, str]]:
     else:
       options[part] = "True"
   return name, options
+
+
+def config_module(name: str) -> ModuleType:
+  """Imports `configs/<name>.py` by path, so one config file can extend another from any cwd."""
+  path = os.path.join(REPO_ROOT, "configs", f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"leukojax_configs.{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

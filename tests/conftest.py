@@ -15,3 +15,29 @@ from absl import flags  # noqa: E402
 
 # grain worker processes and absl-based entry points read FLAGS; pytest never calls absl.app.run.
 flags.FLAGS.mark_as_parsed()
+
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+SAMPLE_MANUAL_DIR = REPO / "tfds_builders" / "taleqani_all" / "sample"  # the bundled REAL sample
+
+
+def run_main(workdir, *overrides: str, config: str, env=None) -> subprocess.CompletedProcess:
+  """`python -m leukojax.main` in a subprocess, as a user runs it."""
+  cmd = [sys.executable, "-m", "leukojax.main", f"--config={config}", f"--workdir={workdir}", *overrides]
+  full_env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
+  return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> pathlib.Path:
+  """A tiny trained workdir: the MobileNet baseline (32 px, 2 epochs) on the bundled real Taleqani
+  sample, benign vs Pro-B, through the real `main`. Shared by the evaluation and explanation tests."""
+  base = tmp_path_factory.mktemp("sample_run")
+  result = run_main(base / "work", f"--config.data.manual_dir={SAMPLE_MANUAL_DIR}",
+                    f"--config.data.data_dir={base / 'tfds'}", config="configs/baselines.py:mobilenet,smoke")
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return base / "work"
