@@ -42,6 +42,7 @@ def get_config(arg: str | None = None):
   c.model.name = backbone
   c.model.head_widths = PAPER_HEADS[backbone]
   c.model.pretrained.enabled = options.get("pretrained", "False") == "True"
+  c.model.bn_momentum = None if c.model.pretrained.enabled else 0.9  # from scratch: forget the init stats
   c.train.epochs = 25  # Kim et al.
   c.train.global_batch_size = 32
   c.train.learning_rate = 1e-4

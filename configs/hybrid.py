@@ -50,6 +50,7 @@ def get_config(arg: str | None = None):
     c.model.backbones = ("vgg16", "inception_v3", "resnet50")
   elif variant in ("sample", "smoke"):
     c.model.pretrained.enabled = False  # no ImageNet weights can be had on this machine
+    c.model.bn_momentum = 0.9  # from scratch, few steps: forget the initial BatchNorm statistics
     c.data.image_size = 75  # InceptionV3's minimum
     c.model.tap_width = 16
     c.model.fuse_widths = (32, 32)
@@ -74,7 +75,7 @@ def get_config(arg: str | None = None):
     else:
       c.train.epochs = 2
       c.train.global_batch_size = 4
-      c.train.checkpoint_every_steps = 2
+      c.train.checkpoint_every_steps = 1000  # epoch ends only: each save is 0.7 GB of state
       c.eval.batch_size = 8
   elif variant:
     raise ValueError(f"Unknown hybrid variant {variant!r}: use paper, official, allnet, sample or smoke.")

@@ -13,7 +13,9 @@ evaluated on the test split (95% bootstrap intervals over images: `python -m leu
 * Default (CPU-sized, from scratch: no ImageNet weights can be had on the machine that produced
   docs/results.md): 96 px (Xception, hybrid: 80 px), Adam with warmup + cosine, class-weighted loss,
   random 90-degree rotations and flips plus Kim et al.'s augmentation (rotation up to 20 degrees,
-  brightness +-20%). Hardware: 2 CPU cores; wall times are in docs/results.md.
+  brightness +-20%), BatchNorm momentum 0.9 (Keras's 0.99 keeps the initial statistics in the
+  moving averages for hundreds of steps, and evaluation then outputs a constant: plausibly the
+  cause of Kim et al.'s 38.2% MobileNet). Hardware: 2 CPU cores; wall times in docs/results.md.
     python -m leukojax.main --config configs/taleqani.py:mobilenet \
         --config.data.manual_dir=../shared/data/taleqani_all --workdir workdirs/taleqani/mobilenet_binary
   Expected: far above the majority rate from scratch; below the papers' ImageNet-pretrained figures.
@@ -75,6 +77,7 @@ def get_config(arg: str | None = None):
   c.data.augment.brightness = 0.2
   c.data.num_workers = 0
   c.model.pretrained.enabled = pretrained
+  c.model.bn_momentum = None if pretrained else 0.9  # Keras's 0.99 for ImageNet weights
 
   c.train.global_batch_size = 32
   c.train.optimizer = "adam"

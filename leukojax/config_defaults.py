@@ -11,6 +11,7 @@ import os
 from types import ModuleType
 
 import ml_collections
+from ml_collections import config_dict
 
 from leukojax.data.config import default_data_config
 
@@ -34,6 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dense_widths = (512, 256)  # hybrid: the two fully connected layers
   c.model.head_widths = (512, 512)  # baselines: dense layers after global average pooling
   c.model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
+  # BatchNorm moving-average momentum; None keeps Keras's 0.99 (right for ImageNet fine-tuning).
+  # From scratch on short schedules use 0.9 (leukojax/models/factory.py says why).
+  c.model.bn_momentum = config_dict.placeholder(float)
   c.model.pretrained = ml_collections.ConfigDict()
   c.model.pretrained.enabled = False  # ImageNet weights from the official Keras files
   c.model.pretrained.download = False  # fetch missing files (checksummed); never implicit

@@ -15,6 +15,28 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def create_model(model_config: ml_collections.ConfigDict, *, image_size: int, num_outputs: int,
                  rngs: nnx.Rngs) -> nnx.Module:
   """`model_config.name` is `hybrid` (backbones listed in `model_config.backbones`) or a backbone name."""
+  model = _create(model_config, image_size=image_size, num_outputs=num_outputs, rngs=rngs)
+  if model_config.get("bn_momentum") is not None:
+    set_batch_norm_momentum(model, float(model_config.bn_momentum))
+  return model
+
+
+def set_batch_norm_momentum(model: nnx.Module, momentum: float) -> None:
+  """Sets every BatchNorm's moving-average momentum (Keras's 0.99 is in the weight files' layers).
+
+  From scratch, 0.99 leaves the initial statistics (mean 0, var 1) in the moving averages for
+  hundreds of steps: 0.99**300 = 5%, enough to swamp a true variance of 0.01 and make evaluation
+  mode output a constant. 0.9 (PyTorch's default) forgets them in tens of steps.
+  """
+  if not 0.0 <= momentum < 1.0:
+    raise ValueError(f"model.bn_momentum must be in [0, 1); got {momentum}.")
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, nnx.BatchNorm):
+      module.momentum = momentum
+
+
+def _create(model_config: ml_collections.ConfigDict, *, image_size: int, num_outputs: int,
+            rngs: nnx.Rngs) -> nnx.Module:
   dtype = DTYPES[model_config.get("dtype", "float32")]
   if model_config.name == "hybrid":
     return HybridCNN(
