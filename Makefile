@@ -20,9 +20,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m leukojax.main --config configs/hybrid.py:sample --workdir $(WORKDIR)
+	$(BIN)/python -m leukojax.explain --workdir $(WORKDIR) --method both --lime_samples 300 \
+	  --layer vgg16=block4_conv3 --layer inception_v3=mixed2 --layer xception=entry_stride8 \
+	  tfds_builders/taleqani_all/sample/Original/Pro/WBC-Malignant-Pro-001.jpg
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --timeout 900 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 900 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) workdirs .cache

@@ -3,7 +3,7 @@
 Start-up order: an existing checkpoint in the workdir, else pretrained ImageNet weights (when the
 config asks for them), else random initialisation. One jitted step over a ('data', 'fsdp') mesh
 trains on the global batch; validation runs every epoch; Orbax keeps the latest and the best state;
-at the end the best state is evaluated on the test split and `report.json` is written.
+at the end the best state is evaluated (`reporting.evaluate_run`: report.json, report.md, plots).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from leukojax import checkpointing, evaluation, optim, report, sharding, steps
+from leukojax import checkpointing, evaluation, optim, reporting, sharding, steps
 from leukojax.data import build_pipeline
 from leukojax.models import factory, pretrained
 from leukojax.writer import MetricWriter
@@ -195,19 +195,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     preemption.restore()
     writer.close()
 
-  best_step = ckpt.best_step() or ckpt.latest_step()
+  selected = ckpt.best_step()
+  best_step = selected or ckpt.latest_step()
   state, _ = ckpt.restore(best_step, checkpointing.abstract_like(state, state_shardings))
-  logging.info("Evaluating the best checkpoint (step %d) on the test split.", best_step)
-  results = {name: evaluation.evaluate_split(eval_fn, state, split, mesh, config.eval.batch_size,
-                                             pipeline.class_names)
-             for name, split in pipeline.eval_splits.items()}
   ckpt.close()
-  final = report.build_report(results, best_step=best_step, protocol=pipeline.protocol,
-                              class_names=pipeline.class_names, config=config)
-  if jax.process_index() == 0:
-    report.write_report(final, workdir)
-    print(report.format_table(final))
-  return final
+  logging.info("Evaluating the best checkpoint (step %d): report, plots and predictions.", best_step)
+  return reporting.evaluate_run(config=config, pipeline=pipeline, mesh=mesh, graphs=graphs, state=state,
+                                eval_fn=eval_fn, class_weights=class_weights, step=best_step,
+                                checkpoint="best" if selected else "latest", workdir=workdir)
 
 
 def _compile_train_step(state, batch, *, graphdef, frozen, tx, class_weights, state_shardings,

@@ -19,11 +19,34 @@ import ml_collections
 from flax import nnx
 
 from leukojax import checkpointing, sharding, steps, train
-from leukojax.data import Pipeline
+from leukojax.data import DataStats, Pipeline, load_stats
 
 
 class WorkdirError(FileNotFoundError):
   """The workdir lacks what a restore needs (its config or any checkpoint)."""
+
+
+@dataclasses.dataclass
+class SavedData:
+  """What a restore needs of the data when the dataset itself is not at hand: the run's saved
+  train-split statistics and class names (from `data_stats.json` and the checkpoint's metadata).
+  It has the `Pipeline` fields prediction and explanation read, and no splits."""
+
+  stats: DataStats
+  class_names: tuple[str, ...]
+  protocol: str
+  eval_splits: dict[str, Any] = dataclasses.field(default_factory=dict)
+  steps_per_epoch: int = 1  # only shapes the optimiser's schedule, whose state is restored anyway
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def class_weights(self) -> Any:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+
+    return np.ones(self.num_classes, np.float32)  # only the reported eval loss would use them
 
 
 @dataclasses.dataclass
@@ -32,7 +55,7 @@ class TrainedRun:
 
   workdir: str
   config: ml_collections.ConfigDict
-  pipeline: Pipeline
+  pipeline: Pipeline | SavedData  # SavedData when restored with `with_data=False`
   mesh: jax.sharding.Mesh
   graphs: steps.ModelGraphs
   state: steps.TrainState
@@ -79,15 +102,24 @@ def resolve_step(ckpt: checkpointing.Checkpointer, checkpoint: str | int) -> tup
 
 
 def restore_run(workdir: str, checkpoint: str | int = "best",
-                overrides: Mapping[str, Any] | None = None) -> TrainedRun:
-  """Rebuilds the run of `workdir` and restores `checkpoint` onto this machine's devices."""
+                overrides: Mapping[str, Any] | None = None, *, with_data: bool = True) -> TrainedRun:
+  """Rebuilds the run of `workdir` and restores `checkpoint` onto this machine's devices.
+
+  `with_data=False` skips the dataset (predicting or explaining new images needs only the saved
+  statistics and class names), so a workdir copied to another machine works without the data.
+  """
   config = load_config(workdir, overrides)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     best_metric=config.train.best_metric)
   try:
     step, how = resolve_step(ckpt, checkpoint)
     mesh = sharding.create_mesh(config.mesh.fsdp)
-    pipeline = train.pipeline_for(config, workdir)
+    if with_data:
+      pipeline = train.pipeline_for(config, workdir)
+    else:
+      meta = ckpt.restore_meta(step)
+      pipeline = SavedData(stats=load_stats(workdir), class_names=tuple(meta["class_names"]),
+                           protocol=meta.get("protocol", config.data.split.protocol))
     graphs, state, shardings, _, _ = train.create_train_state(config, pipeline, mesh, load_weights=False)
     state, _ = ckpt.restore(step, checkpointing.abstract_like(state, shardings))
   finally:

@@ -25,10 +25,13 @@ import pytest  # noqa: E402
 SAMPLE_MANUAL_DIR = REPO / "tfds_builders" / "taleqani_all" / "sample"  # the bundled REAL sample
 
 
-def run_main(workdir, *overrides: str, config: str, env=None) -> subprocess.CompletedProcess:
-  """`python -m leukojax.main` in a subprocess, as a user runs it."""
+def run_main(workdir, *overrides: str, config: str, env=None, wait: bool = True):
+  """`python -m leukojax.main` in a subprocess, as a user runs it (a running `Popen` if not `wait`)."""
   cmd = [sys.executable, "-m", "leukojax.main", f"--config={config}", f"--workdir={workdir}", *overrides]
   full_env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
+  if not wait:
+    return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
   return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=900)
 
 

@@ -154,7 +154,14 @@ class HybridCNN(nnx.Module):
     return finals, taps
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    finals, taps = self.branch_features(x)
+    return self.fuse(*self.branch_features(x))
+
+  def fuse(self, finals: dict[str, jax.Array], taps: dict[str, dict[str, jax.Array]]) -> jax.Array:
+    """The fusion head on `branch_features`' output -> logits `[B, num_outputs]`.
+
+    A method of its own so Grad-CAM can differentiate the logits directly w.r.t. each branch's
+    final map (`leukojax.explain.gradcam`).
+    """
     concat1 = jnp.concatenate([
         self.tap_convs[f"{name}__{tap}"](adaptive_max_pool(taps[name][tap], self.grid))
         for name in self.backbone_names for tap in HYBRID_TAPS[name]

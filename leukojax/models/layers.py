@@ -7,12 +7,16 @@ and give the same numbers. All layers compute in `dtype` and keep float32 parame
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from leukojax.models import depthwise
 
 Dtype = Any
 Padding = str | Sequence[tuple[int, int]]
@@ -68,7 +72,9 @@ def depthwise_conv2d(
   """A Keras `DepthwiseConv2D` with depth multiplier 1.
 
   Keras stores the kernel as `(kh, kw, C, 1)`; here it is `(kh, kw, 1, C)` with
-  `feature_group_count=C` (the loader reshapes, as Keras's own JAX backend does).
+  `feature_group_count=C` (the loader reshapes, as Keras's own JAX backend does). The convolution
+  itself runs as shifted slices where that is faster (`leukojax.models.depthwise`: XLA's grouped
+  convolution gradients cost up to C times the FLOPs on CPU); parameters are unchanged.
   """
   return nnx.Conv(
     features,
@@ -77,6 +83,7 @@ def depthwise_conv2d(
     strides=strides,
     padding=padding,
     feature_group_count=features,
+    conv_general_dilated=depthwise.conv_general_dilated,
     use_bias=use_bias,
     dtype=dtype,
     param_dtype=jnp.float32,
@@ -213,11 +220,49 @@ def global_avg_pool(x: jax.Array, keepdims: bool = False) -> jax.Array:
   return jnp.mean(x, axis=(1, 2), keepdims=keepdims)
 
 
+class _Interception:
+  """The offsets of an active `intercept_taps` block and the activations it has seen."""
+
+  def __init__(self, offsets: Mapping[str, jax.Array]):
+    self.offsets = dict(offsets)
+    self.seen: dict[str, jax.Array] = {}
+
+
+_INTERCEPTION: contextvars.ContextVar[_Interception | None] = contextvars.ContextVar(
+  "leukojax_tap_interception", default=None
+)
+
+
+@contextlib.contextmanager
+def intercept_taps(offsets: Mapping[str, jax.Array]) -> Iterator[dict[str, jax.Array]]:
+  """Adds `offsets["<backbone>/<tap>"]` to those taps' activations in every backbone run inside.
+
+  Why: the gradient of a model's output with respect to a zero offset added at a tap is the gradient
+  with respect to that activation, which Grad-CAM needs at any layer, without changing a backbone's
+  signature or its numbers (with no block active, or a zero offset, nothing changes). The yielded
+  dict receives each offset activation under its key. An offset broadcasts, so a scalar 0.0 is a
+  valid offset for finding the shapes (`jax.eval_shape`). Only taps whose returned value the
+  backbone feeds forward are affected; a tap recorded beside the main path (e.g. inside a block)
+  receives the offset in the yielded dict but not downstream (see `leukojax.explain.gradcam`).
+  An offset that no backbone reached is an error, so a misspelt backbone name cannot pass silently.
+  """
+  interception = _Interception(offsets)
+  token = _INTERCEPTION.set(interception)
+  try:
+    yield interception.seen
+  finally:
+    _INTERCEPTION.reset(token)
+  missed = sorted(set(interception.offsets) - set(interception.seen))
+  if missed:
+    raise ValueError(f"intercept_taps: no backbone produced {missed}; keys are '<backbone>/<tap>' "
+                     "with the backbone's `name` and one of its `tap_names`.")
+
+
 class Taps:
   """Collects requested intermediate activations during one forward pass.
 
   Names are validated up front, so a typo fails before any compute rather than returning a dict
-  without the key.
+  without the key. Inside `intercept_taps`, it also adds the offsets addressed to this model.
   """
 
   def __init__(self, requested: Sequence[str], available: Sequence[str], model: str):
@@ -230,8 +275,23 @@ class Taps:
       )
     self._requested = tuple(dict.fromkeys(requested))
     self._out: dict[str, jax.Array] = {}
+    self._model = model
+    self._interception = _INTERCEPTION.get()
+    if self._interception is not None:
+      prefix = f"{model}/"
+      mine = [k[len(prefix):] for k in self._interception.offsets if k.startswith(prefix)]
+      unknown = [t for t in mine if t not in available]
+      if unknown:
+        raise ValueError(
+          f"{model}: cannot offset unknown tap(s) {unknown}; available taps: {list(available)}."
+        )
 
   def __call__(self, name: str, x: jax.Array) -> jax.Array:
+    if self._interception is not None:
+      key = f"{self._model}/{name}"
+      if key in self._interception.offsets:
+        x = x + jnp.asarray(self._interception.offsets[key], x.dtype)
+        self._interception.seen[key] = x
     if name in self._requested:
       self._out[name] = x
     return x
