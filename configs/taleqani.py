@@ -37,10 +37,12 @@ MODELS = (*BACKBONE_NAMES, "hybrid", "allnet")
 # CPU-sized input per model: InceptionV3 needs >= 75 px and Xception >= 71; the depthwise-heavy and
 # fused models are also the slowest per pixel on a CPU.
 CPU_SIZE = {"xception": 80, "inception_v3": 80, "hybrid": 80, "allnet": 80}
-CPU_EPOCHS = {"mobilenet": 30, "vgg16": 20, "vgg19": 20, "resnet50": 20, "inception_v3": 15,
-              "xception": 15, "hybrid": 12, "allnet": 12}
-# Four classes have 2.6x the training images per epoch: half the epochs give ~1.3x the steps.
-CPU_EPOCHS_FOUR_CLASS = {name: max(1, epochs // 2) for name, epochs in CPU_EPOCHS.items()}
+# Epochs sized so each run takes well under two hours on 2 CPU cores (docs/results.md has the wall
+# times); four classes have 2.6x the training images per epoch, so they get about half the epochs.
+CPU_EPOCHS = {"mobilenet": 30, "vgg16": 12, "vgg19": 12, "resnet50": 12, "inception_v3": 10,
+              "xception": 10, "hybrid": 8, "allnet": 8}
+CPU_EPOCHS_FOUR_CLASS = {"mobilenet": 12, "vgg16": 6, "vgg19": 6, "resnet50": 6, "inception_v3": 5,
+                         "xception": 5, "hybrid": 4, "allnet": 4}
 # From scratch: BatchNorm networks train well at 1e-3; VGG (no BatchNorm) and the hybrid (whose
 # VGG16 branch has none) need a lower rate to stay stable.
 SCRATCH_LR = {"vgg16": 1e-4, "vgg19": 1e-4, "hybrid": 3e-4, "allnet": 3e-4}
