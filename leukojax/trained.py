@@ -120,8 +120,9 @@ def restore_run(workdir: str, checkpoint: str | int = "best",
       meta = ckpt.restore_meta(step)
       pipeline = SavedData(stats=load_stats(workdir), class_names=tuple(meta["class_names"]),
                            protocol=meta.get("protocol", config.data.split.protocol))
-    graphs, state, shardings, _, _ = train.create_train_state(config, pipeline, mesh, load_weights=False)
-    state, _ = ckpt.restore(step, checkpointing.abstract_like(state, shardings))
+    graphs, target, _, _, _ = train.create_train_state(config, pipeline, mesh, load_weights=False,
+                                                       abstract=True)
+    state, _ = ckpt.restore(step, target)
   finally:
     ckpt.close()
   eval_fn = train.make_eval_fn(graphs, train.loss_class_weights(config, pipeline))
