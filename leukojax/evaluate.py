@@ -14,6 +14,7 @@ import os
 
 from absl import app, flags, logging
 
+from leukojax import cli
 from leukojax.reporting import DEFAULT_SPLITS, parse_checkpoint as reporting_checkpoint
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints/).")
@@ -29,9 +30,7 @@ _CRITERION = flags.DEFINE_enum("threshold_criterion", None, ["youden", "f1"],
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output folder (default: see the module docstring).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override config.data.data_dir (the data moved).")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Override config.data.manual_dir.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+cli.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -55,10 +54,9 @@ def default_out_dir(workdir: str, checkpoint: str | int, tta: bool, splits: list
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from leukojax import distributed, reporting, trained  # after flag parsing, as leukojax.main
+  from leukojax import reporting, trained  # after flag parsing, as leukojax.main
 
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  distributed.enable_compilation_cache()
+  cli.start_jax()
   checkpoint = checkpoint_arg(_CHECKPOINT.value)
   overrides = {k: v for k, v in (("data.data_dir", _DATA_DIR.value), ("data.manual_dir", _MANUAL_DIR.value))
                if v}

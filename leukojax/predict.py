@@ -15,6 +15,8 @@ import sys
 
 from absl import app, flags, logging
 
+from leukojax import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints/).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (validation-selected), 'latest' or a step.")
 _OUT = flags.DEFINE_string("out", None, "CSV path (default W/predictions.csv, or W/predictions_<split>.csv).")
@@ -27,22 +29,19 @@ _WITH_DATA = flags.DEFINE_bool("with_data", False, "Load the run's dataset for i
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size (default config.eval.batch_size).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override config.data.data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Override config.data.manual_dir.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+cli.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top  (after flag parsing, as leukojax.main)
 
-  from leukojax import distributed, prediction, reporting, trained
+  from leukojax import prediction, reporting, trained
 
   paths = argv[1:]
   if bool(paths) == bool(_SPLIT.value):
     raise app.UsageError("Give image files or folders, or --split NAME (not both).")
-  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  distributed.enable_compilation_cache()
+  cli.start_jax()
   overrides = {k: v for k, v in (("data.data_dir", _DATA_DIR.value), ("data.manual_dir", _MANUAL_DIR.value))
                if v}
   try:

@@ -12,11 +12,11 @@ import functools
 import numpy as np
 from absl import app, flags
 
+from leukojax import cli
+
 _OUT = flags.DEFINE_string("out", None, "Where process 0 writes loss and parameters (.npz).")
 _FSDP = flags.DEFINE_integer("fsdp", 1, "Size of the mesh's fsdp axis.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "Number of processes.")
-flags.DEFINE_integer("process_id", None, "This process's index.")
+cli.define_distributed_flags()
 
 GLOBAL_BATCH = 16  # at 8 the late 1x1 BatchNorm maps amplify float32 reduction noise past 1e-5
 IMAGE_SIZE = 32

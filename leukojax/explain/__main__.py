@@ -11,6 +11,8 @@ import sys
 
 from absl import app, flags, logging
 
+from leukojax import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                 "A training workdir (python -m leukojax.main ... --workdir W).")
 _METHOD = flags.DEFINE_enum("method", "both", ["gradcam", "lime", "both"], "Which explanation(s).")
@@ -28,6 +30,7 @@ _SEGMENTS = flags.DEFINE_integer("n_segments", 50, "Approximate SLIC superpixel 
 _HIDE = flags.DEFINE_integer("hide_color", 128, "Grey level (0-255) of a switched-off superpixel.")
 _FRACTION = flags.DEFINE_float("top_fraction", 0.2, "Area fraction of the top regions compared by the IoU.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of LIME's sampling and of quickshift.")
+cli.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -46,10 +49,9 @@ def main(argv: list[str]) -> None:
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give the image files to explain after the flags.")
-  from leukojax import distributed  # after flag parsing: importing JAX must not start devices
-  from leukojax.explain import runner
+  from leukojax.explain import runner  # after flag parsing: importing JAX must not start devices
 
-  distributed.enable_compilation_cache()
+  cli.start_jax()
   options = runner.Options(
       method=_METHOD.value, layers=parse_layers(_LAYER.value), target_class=_TARGET.value,
       lime_samples=_SAMPLES.value, lime_batch_size=_BATCH.value, segmentation=_SEGMENTATION.value,
