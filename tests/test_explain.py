@@ -194,8 +194,10 @@ def test_intercept_taps_keeps_numbers_and_reaches_only_main_path_taps():
       model(x)
   cam = gradcam_lib.GradCAM(model, {"": "conv1_relu"})(x)
   assert cam.maps["mobilenet"].shape == (16, 16) and cam.combined.shape == (32, 32)
-  with pytest.raises(gradcam_lib.GradCAMLayerError, match="conv_pw_5_relu does not reach the output"):
-    gradcam_lib.GradCAM(model, {"": "conv_pw_5_relu"})(x)
+  cam = gradcam_lib.GradCAM(model, {"": "conv_pw_5_relu"})(x)  # a block output, fed forward
+  assert cam.maps["mobilenet"].shape == (4, 4)
+  with pytest.raises(gradcam_lib.GradCAMLayerError, match="conv_dw_5_relu does not reach the output"):
+    gradcam_lib.GradCAM(model, {"": "conv_dw_5_relu"})(x)  # recorded inside the block, beside the path
 
 
 def test_batched_classifier_pads_to_one_compiled_batch():

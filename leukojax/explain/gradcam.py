@@ -11,7 +11,7 @@ The layer is configurable per backbone:
   works for every backbone.
 * a tap name (`model.backbone.tap_names`): the gradient w.r.t. a zero offset added at that tap
   (`leukojax.models.layers.intercept_taps`). A tap that a backbone records beside its main path
-  (MobileNet's `conv_*_relu` after `conv1_relu`, ResNet50's block taps, Xception's `middle_out`) never
+  (taps recorded inside a block: MobileNet's `conv_dw_*_relu`, ResNet50's `*_add`) never
   reaches the output this way; that is detected on the first image and reported as an error naming
   the taps that work, rather than returning an empty map.
 

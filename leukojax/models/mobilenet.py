@@ -102,7 +102,7 @@ class MobileNet(layers.Backbone):
     for i in range(1, len(_BLOCKS) + 1):
       dw, x = getattr(self, f"block{i}")(x)
       rec(f"conv_dw_{i}_relu", dw)
-      rec(f"conv_pw_{i}_relu", x)
+      x = rec(f"conv_pw_{i}_relu", x)  # fed forward, so Grad-CAM can target it
     if self.include_top:
       x = self.dropout(layers.global_avg_pool(x, keepdims=True))
       x = self.conv_preds(x).reshape(x.shape[0], self.num_classes)

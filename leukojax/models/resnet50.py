@@ -121,7 +121,7 @@ class ResNet50(layers.Backbone):
     for block_name in self._blocks:
       added, x = getattr(self, block_name)(x)
       rec(f"{block_name}_add", added)
-      rec(f"{block_name}_out", x)
+      x = rec(f"{block_name}_out", x)  # fed forward, so Grad-CAM can target it
     if self.include_top:
       x = self.predictions(layers.global_avg_pool(x))
     return x, rec.result()

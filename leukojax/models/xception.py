@@ -143,7 +143,7 @@ class Xception(layers.Backbone):
       x = rec(self._STRIDED_TAPS[block], getattr(self, f"block{block}")(x))
     for block in _MIDDLE:
       x = getattr(self, f"block{block}")(x)
-    rec("middle_out", x)
+    x = rec("middle_out", x)  # fed forward, so Grad-CAM can target it
     x = rec("exit_stride32", self.block13(x))
     x = rec("block14_sepconv1_act", jax.nn.relu(self.block14_sepconv1_bn(self.block14_sepconv1(x))))
     x = rec("block14_sepconv2_act", jax.nn.relu(self.block14_sepconv2_bn(self.block14_sepconv2(x))))
