@@ -109,6 +109,22 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef, tx: 
   return new_state, metrics
 
 
+def batch_norm_stats_from_batch(state: TrainState, batch: dict[str, jax.Array], *, graphdef) -> Any:
+  """The model state with every BatchNorm's moving statistics set to those of `batch`.
+
+  A model trained from scratch starts with moving mean 0 and variance 1, while e.g. a depthwise
+  convolution's outputs start with a variance near 1e-3: even 0.9**40 (4%) of that initial 1 then
+  outweighs the true statistics, and evaluation mode collapses to a constant output for the first
+  hundreds of steps. Starting the moving averages from real batch statistics removes that residue.
+  """
+  model = merge(graphdef, state.params, state.model_state)
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, nnx.BatchNorm):
+      module.momentum = 0.0  # the moving statistics become this batch's
+  model(batch["image"])
+  return nnx.state(model, nnx.Not(nnx.Param))
+
+
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef,
               class_weights: jax.Array) -> dict[str, jax.Array]:
   """Probabilities and masked loss sums of one padded eval batch."""

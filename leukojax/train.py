@@ -121,6 +121,20 @@ def create_train_state(config: ml_collections.ConfigDict, pipeline, mesh, *, loa
   return graphs, jax.device_put(state, state_shardings), state_shardings, tx, schedule
 
 
+def start_batch_norm_from_data(state: steps.TrainState, graphs: steps.ModelGraphs, pipeline, mesh,
+                               state_shardings) -> steps.TrainState:
+  """From scratch: BatchNorm moving statistics from the first training batch (not 0 and 1).
+
+  Read through a fresh iterator of the (deterministic) training stream, so the training order is
+  untouched. ImageNet-initialised backbones keep the statistics of their weight files.
+  """
+  first = sharding.global_batch(next(iter(pipeline.train)), mesh)
+  fn = jax.jit(functools.partial(steps.batch_norm_stats_from_batch, graphdef=graphs.train),
+               out_shardings=state_shardings.model_state)
+  logging.info("Trained from scratch: BatchNorm moving statistics start from the first batch's.")
+  return state.replace(model_state=fn(state, first))
+
+
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -154,6 +168,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if resume_step is not None:
     state, _ = ckpt.restore(resume_step, state, data_iterator)
     logging.info("Resuming from step %d (workdir %s).", resume_step, workdir)
+  elif not config.model.pretrained.enabled:
+    state = start_batch_norm_from_data(state, graphs, pipeline, mesh, state_shardings)
 
   batch_shard = sharding.batch_sharding(mesh)
   compile_step = functools.partial(

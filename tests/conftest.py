@@ -37,10 +37,12 @@ def run_main(workdir, *overrides: str, config: str, env=None, wait: bool = True)
 
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory) -> pathlib.Path:
-  """A tiny trained workdir: the MobileNet baseline (32 px, 2 epochs) on the bundled real Taleqani
-  sample, benign vs Pro-B, through the real `main`. Shared by the evaluation and explanation tests."""
+  """A tiny trained workdir: the MobileNet baseline (64 px, 3 epochs) on the bundled real Taleqani
+  sample, benign vs Pro-B, through the real `main` (test AUC about 1: a model that has learnt
+  something, so explanations have something to show). Shared by the evaluation and explanation tests."""
   base = tmp_path_factory.mktemp("sample_run")
   result = run_main(base / "work", f"--config.data.manual_dir={SAMPLE_MANUAL_DIR}",
-                    f"--config.data.data_dir={base / 'tfds'}", config="configs/baselines.py:mobilenet,smoke")
+                    f"--config.data.data_dir={base / 'tfds'}", "--config.train.global_batch_size=8",
+                    "--config.train.learning_rate=1e-3", config="configs/baselines.py:mobilenet,smoke,res=64,epochs=3")
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return base / "work"
