@@ -112,6 +112,7 @@ def binary_statistics(labels: np.ndarray, probs: np.ndarray, threshold: float,
       "AUC": weighted_auc(probs, pos, w),
       "F1": f1_pos,
       "isbi_weighted_f1": _div(f1_pos * (tp + fn) + f1_neg * (tn + fp), n),
+      "macro_f1": (f1_pos + f1_neg) / 2,
       "balanced_accuracy": (sens + spec) / 2,
   }
 

@@ -35,6 +35,7 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
       "F1": float(skm.f1_score(labels, preds, zero_division=0)),
       "threshold": float(threshold),
       "isbi_weighted_f1": float(skm.f1_score(labels, preds, average="weighted", zero_division=0)),
+      "macro_f1": float(skm.f1_score(labels, preds, average="macro", labels=[0, 1], zero_division=0)),
       "balanced_accuracy": float(np.mean([_ratio(tp, tp + fn), _ratio(tn, tn + fp)])),
       "n": int(len(labels)),
   }

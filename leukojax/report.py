@@ -18,7 +18,7 @@ import ml_collections
 
 # Row order of the paper's table, then the additions.
 BINARY_ROWS = ("TP", "TN", "FP", "FN", "accuracy", "prevalence", "sensitivity", "specificity", "PPV",
-               "NPV", "AUC", "F1", "threshold", "isbi_weighted_f1", "balanced_accuracy", "n")
+               "NPV", "AUC", "F1", "threshold", "isbi_weighted_f1", "macro_f1", "balanced_accuracy", "n")
 MULTICLASS_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "AUC", "n")
 MULTICLASS_NAMES = {"AUC": "AUC (one-vs-rest, macro)"}
 PATIENT_ROWS = ("n_subjects", "TP", "TN", "FP", "FN", "accuracy", "sensitivity", "specificity", "PPV",

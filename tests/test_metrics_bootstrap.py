@@ -19,6 +19,7 @@ def test_binary_metrics_match_the_hand_computed_confusion_matrix():
       "PPV": 3 / 4, "NPV": 4 / 6, "F1": 2 * 3 / (2 * 3 + 1 + 2), "balanced_accuracy": (3 / 5 + 4 / 5) / 2,
       # ISBI: F1 of each class weighted by its support (5 and 5); HEM's F1 = 2*4 / (2*4 + 2 + 1).
       "isbi_weighted_f1": (5 * 6 / 9 + 5 * 8 / 11) / 10,
+      "macro_f1": (6 / 9 + 8 / 11) / 2,  # the two classes' F1, unweighted
       # Positive-negative pairs ranked correctly: 5 + 5 + 4 + 2 + 2 of 25.
       "AUC": 18 / 25, "threshold": 0.5,
   }
