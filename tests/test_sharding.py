@@ -32,11 +32,14 @@ def single_device(tmp_path_factory):
 
 
 def _assert_same(reference: dict, other: dict) -> None:
-  """Same loss and parameters within 1e-5, and every parameter's update within 2% (relative L2).
+  """Same loss and parameters within 1e-5; every parameter's update within 10% (relative L2), and
+  all updates together within 1%.
 
   The absolute bound alone would miss a wrong gradient in a leaf whose update is below 1e-5; the
-  relative one catches it (a sharding bug gives errors near 100%; float32 reduction order, measured
-  by reordering the batch on one device, stays below 0.5%).
+  relative ones catch it. Measured (docs/training.md, "FSDP gathers parameters"): float32 reduction order alone
+  moves the updates of near-zero BatchNorm-scale gradients by up to 1.4% here and 4% with XLA's
+  depthwise gradients (`LEUKOJAX_DEPTHWISE=xla`), and all updates together by < 0.2%; the FSDP
+  depthwise-gradient bug this test found gave 99.6% on one kernel.
   """
   assert abs(float(reference["loss"]) - float(other["loss"])) < 1e-5
   names = [k for k in reference if k not in ("loss", "devices", "processes")]
@@ -44,9 +47,13 @@ def _assert_same(reference: dict, other: dict) -> None:
   values = [k for k in names if not k.startswith("update")]
   worst = max(values, key=lambda k: float(np.max(np.abs(reference[k] - other[k]))))
   assert np.max(np.abs(reference[worst] - other[worst])) < 1e-5, worst
-  for name in (k for k in names if k.startswith("update")):
-    error = np.linalg.norm(reference[name] - other[name]) / max(np.linalg.norm(reference[name]), 1e-12)
-    assert error < 0.02, (name, error)
+  updates = [k for k in names if k.startswith("update")]
+  errors = {k: np.linalg.norm(reference[k] - other[k]) / max(np.linalg.norm(reference[k]), 1e-12)
+            for k in updates}
+  worst = max(errors, key=errors.get)
+  assert errors[worst] < 0.1, (worst, errors[worst])
+  stack = lambda tree: np.concatenate([tree[k].ravel() for k in updates])  # noqa: E731
+  assert np.linalg.norm(stack(reference) - stack(other)) < 0.01 * np.linalg.norm(stack(reference))
 
 
 @pytest.mark.parametrize("fsdp", [1, 2])

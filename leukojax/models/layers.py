@@ -72,9 +72,9 @@ def depthwise_conv2d(
   """A Keras `DepthwiseConv2D` with depth multiplier 1.
 
   Keras stores the kernel as `(kh, kw, C, 1)`; here it is `(kh, kw, 1, C)` with
-  `feature_group_count=C` (the loader reshapes, as Keras's own JAX backend does). The convolution
-  itself runs as shifted slices where that is faster (`leukojax.models.depthwise`: XLA's grouped
-  convolution gradients cost up to C times the FLOPs on CPU); parameters are unchanged.
+  `feature_group_count=C` (the loader reshapes, as Keras's own JAX backend does). Its gradients
+  run as shifted slices where that is faster (`leukojax.models.depthwise`: XLA's grouped-convolution
+  gradients cost up to C times the FLOPs on CPU); the forward pass and parameters are unchanged.
   """
   return nnx.Conv(
     features,
