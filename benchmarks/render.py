@@ -152,6 +152,7 @@ def scaling(r: dict[str, Any]) -> list[str]:
 
 
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {
+    "train_step_cpu_final": (train_step, "python -m benchmarks.run --suite quick"),
     "train_step_cpu_cpu": (train_step, "python -m benchmarks.train_step --size cpu"),
     "train_step_cpu_paper": (train_step, "python -m benchmarks.train_step --size paper --batch 4 --models hybrid"),
     "train_step_gpu_paper": (train_step, "python -m benchmarks.run --suite gpu"),

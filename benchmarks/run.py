@@ -1,7 +1,7 @@
 """Runs a benchmark suite, one fresh process per benchmark, then re-renders docs/benchmarks.md.
 
   python -m benchmarks.run --suite cpu     # everything at CPU size (75 px, batch 8): minutes on 2 cores
-  python -m benchmarks.run --suite quick   # the hybrid and Xception in float32 only, for a fast check
+  python -m benchmarks.run --suite quick   # the depthwise models in float32: the headline table, ~5 min
   python -m benchmarks.run --suite paper   # CPU at the papers' sizes (299/224 px): slow on a laptop CPU
   python -m benchmarks.run --suite gpu     # on a GPU machine: bfloat16 at the papers' sizes, batch 32
 
@@ -21,8 +21,8 @@ from benchmarks import common
 
 SUITES: dict[str, list[list[str]]] = {
     "quick": [
-        ["train_step", "--size", "cpu", "--models", "hybrid,xception", "--dtypes", "float32", "--name",
-         "train_step_cpu_quick"],
+        ["train_step", "--size", "cpu", "--batch", "8", "--models", "hybrid,xception,mobilenet", "--dtypes",
+         "float32", "--name", "train_step_cpu_final"],
     ],
     "cpu": [
         ["train_step", "--size", "cpu", "--batch", "8"],
