@@ -19,13 +19,19 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 
+def metric_mode(metric: str) -> str:
+  """'min' for a loss, 'max' for every other validation metric (accuracy, AUC, F1, ...)."""
+  return "min" if metric == "loss" or metric.endswith("_loss") else "max"
+
+
 class Checkpointer:
   """Saves asynchronously; restores the latest, the best or a given step onto given shardings."""
 
-  def __init__(self, directory: str, *, best_metric: str, best_mode: str = "max"):
+  def __init__(self, directory: str, *, best_metric: str, best_mode: str | None = None):
     self.best_metric = best_metric
-    self.best_mode = best_mode
-    sign = 1.0 if best_mode == "max" else -1.0
+    self.best_mode = best_mode or metric_mode(best_metric)
+    sign = 1.0 if self.best_mode == "max" else -1.0
+    self._sign = sign
 
     def metric_of(metrics: dict[str, float]) -> tuple[float, int]:
       # Ties go to the earlier step (Keras's save-best-only keeps the first epoch to reach a value);
@@ -65,8 +71,7 @@ class Checkpointer:
         scored.append((float(metrics[self.best_metric]), step))
     if not scored:
       return None
-    pick = max if self.best_mode == "max" else min
-    return pick(scored, key=lambda item: (item[0], -item[1]))[1]
+    return max(scored, key=lambda item: (self._sign * item[0], -item[1]))[1]  # ties: the earlier step
 
   def restore_meta(self, step: int) -> dict[str, Any]:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
