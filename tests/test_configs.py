@@ -1,0 +1,47 @@
+"""Every config variant named in the docs builds, and keeps the protocol docs/results.md states."""
+
+import pytest
+
+from leukojax.config_defaults import BACKBONE_NAMES, config_module
+
+taleqani = config_module("taleqani")
+
+
+@pytest.mark.parametrize("variant", [None, "paper", "official", "allnet", "sample", "smoke"])
+def test_hybrid_variants_build(variant):
+  c = config_module("hybrid").get_config(variant)
+  assert c.model.name == "hybrid" and c.train.epochs > 0 and c.data.image_size >= 75
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_baseline_variants_build(backbone):
+  for variant in (backbone, f"{backbone},four_class", f"{backbone},pretrained"):
+    c = config_module("baselines").get_config(variant)
+    assert c.model.name == backbone
+
+
+@pytest.mark.parametrize("model", taleqani.MODELS)
+@pytest.mark.parametrize("four_class", [False, True])
+def test_taleqani_protocol(model, four_class):
+  spec = model + (",four_class" if four_class else "")
+  scratch = taleqani.get_config(spec)
+  assert scratch.data.dataset == "taleqani_all" and scratch.data.builder_config == "original"
+  assert scratch.data.task == ("four_class" if four_class else "benign_vs_pro_b")
+  assert scratch.data.dedup and scratch.data.split.protocol == "paper_random"  # no patient ids exist
+  assert tuple(scratch.data.split.fractions) == (0.7, 0.15, 0.15)
+  assert not scratch.model.pretrained.enabled and scratch.model.bn_momentum == 0.9
+  assert scratch.data.image_size <= 96
+  # ImageNet weights, as a user with the official files runs it: the papers' sizes, Keras's
+  # BatchNorm momentum (the files carry real statistics) and a 10x lower learning rate.
+  pretrained = taleqani.get_config(spec + ",pretrained")
+  assert pretrained.model.pretrained.enabled and pretrained.model.bn_momentum is None
+  assert pretrained.data.image_size in (224, 299) and pretrained.train.epochs == 25
+  assert pretrained.train.learning_rate == pytest.approx(1e-5)
+  assert taleqani.get_config(spec + ",res=64,epochs=2").data.image_size == 64
+
+
+def test_unknown_names_are_errors():
+  with pytest.raises(ValueError, match="Unknown model"):
+    taleqani.get_config("alexnet")
+  with pytest.raises(ValueError, match="Unknown hybrid variant"):
+    config_module("hybrid").get_config("tiny")
