@@ -31,16 +31,16 @@ class Checkpointer:
     self.best_metric = best_metric
     self.best_mode = best_mode or metric_mode(best_metric)
     sign = 1.0 if self.best_mode == "max" else -1.0
-    self._sign = sign
 
-    def metric_of(metrics: dict[str, float]) -> tuple[float, int]:
-      # Ties go to the earlier step (Keras's save-best-only keeps the first epoch to reach a value);
-      # BestN keeps the last of its ascending sort, so the step enters negated.
+    def rank(metrics: dict[str, float]) -> tuple[float, int]:
+      # Higher is better. Ties go to the earlier step (Keras's save-best-only keeps the first epoch to
+      # reach a value); BestN keeps the last of its ascending sort, so the step enters negated.
       return sign * float(metrics[best_metric]), -int(metrics["step"])
 
+    self._rank = rank
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(1),
-        checkpoint_managers.BestN(get_metric_fn=metric_of, n=1, keep_checkpoints_without_metrics=False),
+        checkpoint_managers.BestN(get_metric_fn=rank, n=1, keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True,
                                            cleanup_tmp_directories=True)
@@ -68,10 +68,8 @@ class Checkpointer:
     for step in self.manager.all_steps():
       metrics = self.restore_meta(step).get("metrics")
       if metrics and self.best_metric in metrics:
-        scored.append((float(metrics[self.best_metric]), step))
-    if not scored:
-      return None
-    return max(scored, key=lambda item: (self._sign * item[0], -item[1]))[1]  # ties: the earlier step
+        scored.append((self._rank({**metrics, "step": step}), step))
+    return max(scored)[1] if scored else None
 
   def restore_meta(self, step: int) -> dict[str, Any]:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
