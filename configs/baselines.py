@@ -2,7 +2,8 @@ r"""Single-backbone baselines of Kim et al. on the Taleqani ALL dataset (and Hel
 
 `--config configs/baselines.py:BACKBONE[,four_class][,cnmc][,smoke][,pretrained][,res=N][,epochs=N]`
 with BACKBONE one of vgg16, vgg19, xception, mobilenet, resnet50, inception_v3. `cnmc` trains the
-same baseline on C-NMC 2019 (subject split); `smoke` is the tiny test size.
+same baseline on C-NMC 2019 (subject split); `smoke` is the tiny test size (with `cnmc`: on
+the bundled real C-NMC sample, `subject_cv`).
 
 * default task: benign vs Pro-B (Pro-B positive), as Kim et al. (accuracy: VGG16 98.5%, VGG19 97.1%,
   Xception 93.8%, MobileNet 38.2%); `four_class`: benign / Early Pre-B / Pre-B / Pro-B (Kim: ~83%).
@@ -17,7 +18,7 @@ same baseline on C-NMC 2019 (subject split); `smoke` is the tiny test size.
 
 from __future__ import annotations
 
-from leukojax.config_defaults import BACKBONE_NAMES, base_config, parse_variant
+from leukojax.config_defaults import BACKBONE_NAMES, BUNDLED_CNMC_SAMPLE, base_config, parse_variant
 from leukojax.models.backbones import PREPROCESSING_MODE
 from leukojax.models.classifier import PAPER_HEADS
 
@@ -64,6 +65,10 @@ def get_config(arg: str | None = None):
     c.train.log_every_steps = 2
     c.train.checkpoint_every_steps = 2
     c.eval.batch_size = 8
+    if options.get("cnmc") == "True":  # the bundled real C-NMC sample, leave one healthy subject out
+      c.data.manual_dir = BUNDLED_CNMC_SAMPLE
+      c.data.split.protocol = "subject_cv"
+      c.data.resize = "cell_crop"
   if "res" in options:
     c.data.image_size = int(options["res"])
   if "epochs" in options:

@@ -17,6 +17,7 @@ from leukojax.data.config import default_data_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_TALEQANI_SAMPLE = os.path.join(REPO_ROOT, "tfds_builders", "taleqani_all", "sample")
+BUNDLED_CNMC_SAMPLE = os.path.join(REPO_ROOT, "tfds_builders", "cnmc2019", "sample")  # 88 real cells
 BACKBONE_NAMES = ("vgg16", "vgg19", "inception_v3", "xception", "resnet50", "mobilenet")
 
 

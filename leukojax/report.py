@@ -37,6 +37,8 @@ NO_CI_ROWS = ("threshold", "prevalence")  # fixed by the design (stratified resa
 
 PROTOCOL_NOTES = {
     "subject": "subject-disjoint (no subject in two splits)",
+    "subject_cv": ("subject-disjoint cross-validation fold: test subjects never seen in training; "
+                   "validation = held-out cells of the training subjects"),
     "official": "subject-disjoint; test = the C-NMC preliminary test set",
     "paper_random": "image-level random split (as the paper; cells of one subject may be in train and test)",
 }

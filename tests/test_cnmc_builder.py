@@ -1,4 +1,8 @@
-"""The C-NMC 2019 builder on SYNTHETIC stand-in data in the real layouts (Kaggle, TCIA, zip)."""
+"""The C-NMC 2019 builder on SYNTHETIC stand-in data in the layouts the real sample lacks.
+
+Test phases, the TCIA layout and zip archives (tests/test_cnmc_real.py reads real cells). The
+stand-in's files are not the official ones, so these builds use the `unverified` config.
+"""
 
 import collections
 import csv
@@ -53,7 +57,7 @@ def built(tmp_path_factory):
   for layout, zipped in VARIANTS:
     root = tmp_path_factory.mktemp(f"{layout}_{'zip' if zipped else 'dir'}")
     summary = write_synthetic_cnmc(root / "manual", layout=layout, zipped=zipped)
-    sources = load_split_sources("cnmc2019", data_dir=str(root / "data"),
+    sources = load_split_sources("cnmc2019", builder_config="unverified", data_dir=str(root / "data"),
                                  manual_dir=str(root / "manual"), decode_images=False)
     out[(layout, zipped)] = summary, sources
   return out
@@ -68,7 +72,7 @@ def tiny(tmp_path_factory):
   return root
 
 
-def _build(manual_dir, data_dir, config=None):
+def _build(manual_dir, data_dir, config="unverified"):
   builder = tfds.builder("cnmc2019", data_dir=str(data_dir), config=config)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
@@ -99,7 +103,8 @@ def test_layouts_and_zips_give_identical_records(built, variant):
   summary, sources = built[variant]
   for split in SPLITS:
     assert _records(sources[split]) == _records(reference[split]), split
-  builder = tfds.builder("cnmc2019", data_dir=str(pathlib.Path(summary["root"]).parent / "data"))
+  builder = tfds.builder("cnmc2019", data_dir=str(pathlib.Path(summary["root"]).parent / "data"),
+                         config="unverified")
   assert builder.info.metadata["layout"] == variant[0]
   assert builder.info.metadata["source"] == ("zip" if variant[1] else "folder")
 
@@ -125,7 +130,7 @@ def test_labels_match_folders_file_names_and_csv(built):
 def test_images_lossless_and_hashed(built, tmp_path):
   summary, _ = built[("kaggle", False)]
   data_dir = pathlib.Path(summary["root"]).parent / "data"
-  sources = load_split_sources("cnmc2019", data_dir=str(data_dir))
+  sources = load_split_sources("cnmc2019", builder_config="unverified", data_dir=str(data_dir))
   r = sources["fold_1"][7]
   assert r["image"].dtype == np.uint8 and r["image"].shape == (450, 450, 3)
   path = next(pathlib.Path(summary["root"]).rglob(r["file_name"].decode()))
@@ -154,9 +159,9 @@ def test_tcia_package_folder_with_csv_inside(tiny, tmp_path):
   shutil.copy(src / "validation_data" / cnmc.PRELIM_CSV, pkg / "C-NMC_test_prelim_phase_data")
   shutil.copytree(src / "testing_data/C-NMC_test_final_phase_data",
                   pkg / "C-NMC_test_final_phase_data")
-  got = load_split_sources("cnmc2019", data_dir=str(tmp_path / "data"),
+  got = load_split_sources("cnmc2019", builder_config="unverified", data_dir=str(tmp_path / "data"),
                            manual_dir=str(tmp_path / "manual"), decode_images=False)
-  want = load_split_sources("cnmc2019", data_dir=str(tmp_path / "data_ref"), manual_dir=str(tiny),
+  want = load_split_sources("cnmc2019", builder_config="unverified", data_dir=str(tmp_path / "data_ref"), manual_dir=str(tiny),
                             decode_images=False)
   for split in SPLITS:
     assert _records(got[split]) == _records(want[split]), split
@@ -211,16 +216,18 @@ def test_missing_manual_download(tmp_path):
   with pytest.raises(errors.MissingManualDownloadError,
                      match=r"(?s)No manual download found in .*manual.*andrewmvd/leukemia-classif"
                            r".*C-NMC_training_data/fold_"):
-    load_split_sources("cnmc2019", data_dir=str(tmp_path / "data"),
+    load_split_sources("cnmc2019", builder_config="unverified", data_dir=str(tmp_path / "data"),
                        manual_dir=str(tmp_path / "manual"))
 
 
-def test_missing_part_of_download(broken):
+def test_partial_download_builds_what_exists(broken):
   manual, data = broken
   shutil.rmtree(manual / "C-NMC_Leukemia/testing_data")
-  with pytest.raises(errors.MissingManualDownloadError,
-                     match=r"incomplete: missing C-NMC_test_final_phase_data/ images"):
-    _build(manual, data)
+  shutil.rmtree(manual / "C-NMC_Leukemia/training_data/fold_2")
+  builder = _build(manual, data)
+  assert sorted(builder.info.splits) == ["fold_0", "fold_1", "prelim_test"]
+  assert builder.info.metadata["absent"] == [
+      "fold_2 (training_data/fold_2/)", "final_test (C-NMC_test_final_phase_data/ images)"]
 
 
 def test_unrecognised_layout(tmp_path):
@@ -293,7 +300,7 @@ def test_corrupt_image_skipped_and_logged(broken, caplog):
   _truncate(manual / bad)
   with zipfile.ZipFile(manual / "bad_member.zip", "w"):
     pass  # an empty zip beside the data is ignored (logged), not an error
-  config = cnmc.CnmcConfig(name="skip_corrupt", on_corrupt="skip")
+  config = cnmc.CnmcConfig(name="skip_corrupt", on_corrupt="skip", verify=False)
   with caplog.at_level("WARNING"):
     builder = _build(manual, data, config=config)
   assert builder.info.splits["final_test"].num_examples == 1
@@ -326,13 +333,13 @@ def test_tfds_build_cli(tiny, tmp_path):
   # `python -m tfds_builders build` runs TFDS's own `build` command: the `tfds` script of
   # tensorflow-datasets 4.9.10 needs TensorFlow at start-up (see tfds_builders/__main__.py).
   result = subprocess.run(
-      [sys.executable, "-m", "tfds_builders", "build", "tfds_builders/cnmc2019",
+      [sys.executable, "-m", "tfds_builders", "build", "tfds_builders/cnmc2019", "--config=unverified",
        f"--manual_dir={tiny}", f"--data_dir={tmp_path}", "--file_format=array_record"],
       cwd=REPO, capture_output=True, text=True, timeout=300,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
   assert result.returncode == 0, result.stderr[-3000:]
-  files = sorted(p.name for p in (tmp_path / "cnmc2019/1.0.0").iterdir())
+  files = sorted(p.name for p in (tmp_path / "cnmc2019/unverified/2.0.0").iterdir())
   assert "cnmc2019-final_test.array_record-00000-of-00001" in files
-  sources = load_split_sources("cnmc2019", data_dir=str(tmp_path))
+  sources = load_split_sources("cnmc2019", builder_config="unverified", data_dir=str(tmp_path))
   assert {k: len(v) for k, v in sources.items()} == {
       "fold_0": 2, "fold_1": 2, "fold_2": 2, "prelim_test": 2, "final_test": 2}

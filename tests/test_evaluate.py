@@ -158,6 +158,8 @@ def cnmc_run(tmp_path_factory):
   config = config_module("baselines").get_config("mobilenet,cnmc,smoke")
   config.data.manual_dir = str(base / "manual" / "C-NMC_Leukemia")
   config.data.data_dir = str(base / "tfds")
+  config.data.builder_config = "unverified"  # a stand-in, not the official files
+  config.data.split.protocol = "subject"  # the stand-in has 3 subjects per class and fold
   workdir = base / "work"
   workdir.mkdir()
   mesh = sharding.create_mesh(config.mesh.fsdp)

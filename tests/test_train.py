@@ -8,16 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from leukojax.data.synthetic_cnmc import write_synthetic_cnmc
 from tests.conftest import run_main
+from tfds_builders.cnmc2019.cnmc2019_dataset_builder import SAMPLE_MANUAL_DIR
 
 
 @pytest.fixture(scope="module")
-def cnmc_manual(tmp_path_factory) -> pathlib.Path:
-  """A synthetic stand-in C-NMC download (no real C-NMC images exist here)."""
-  root = tmp_path_factory.mktemp("cnmc_manual")
-  write_synthetic_cnmc(root, layout="kaggle", cells_per_subject=4, seed=0)
-  return root / "C-NMC_Leukemia"
+def cnmc_manual() -> pathlib.Path:
+  """The bundled REAL C-NMC sample (88 cells of 8 subjects; the smoke configs' subject_cv fold 0)."""
+  return SAMPLE_MANUAL_DIR
 
 
 SMOKE_CONFIG = "configs/hybrid.py:smoke"

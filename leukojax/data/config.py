@@ -21,14 +21,24 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.task = "binary"
 
   c.split = ml_collections.ConfigDict()
-  c.split.protocol = "subject"  # 'subject' | 'paper_random' | 'official'
+  c.split.protocol = "subject"  # 'subject' | 'subject_cv' | 'paper_random' | 'official'
   c.split.fractions = (0.7, 0.15, 0.15)  # train, val, test (the paper also uses 0.6, 0.2, 0.2)
+  # subject_cv only: K folds of subjects per class (0 = as many as the rarest class has subjects:
+  # leave-one-healthy-subject-out on the 11-subject archive), the fold tested, and the share of
+  # the training subjects' cells held out for validation (checkpoint and threshold choice).
+  c.split.num_folds = 0
+  c.split.fold = 0
+  c.split.val_fraction = 0.15
   c.split.seed = 0  # fixed apart from the training seed, so repeated runs share one split
+  c.max_cells_per_subject = 0  # > 0: at most this many train+val cells per subject (test keeps all)
   c.dedup = True  # drop byte-identical images (same image_sha256) before splitting, keep the first
 
   c.image_size = 224
-  c.resize = "resize"  # 'resize' | 'center_crop' (central crop_fraction square, then resize)
+  # 'resize' | 'center_crop' (central crop_fraction square, then resize) | 'cell_crop' (C-NMC: a
+  # cell_window square centred on the cell, then resize; keeps the physical scale, docs/data.md)
+  c.resize = "resize"
   c.crop_fraction = 0.75  # side of the central crop relative to the shorter image side
+  c.cell_window = 340  # 'cell_crop' only: side in source pixels of the window centred on the cell; <= 0 = tight box
   c.standardize = True  # train-split mean/std, mapped onto ImageNet statistics (docs/data.md)
   c.preprocessing = "tf"  # 'caffe' | 'tf' | 'torch' | 'none' (the hybrid applies modes itself)
   c.balance = "oversample_rot90"  # 'oversample_rot90' | 'class_weights' | 'none'
@@ -39,6 +49,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.augment.small_angle_deg = 0.0  # uniform rotation in [-a, a] degrees; 0 = off
   c.augment.brightness = 0.0  # multiply by a factor uniform in [1 - b, 1 + b]; 0 = off
   c.augment.fill_mode = "nearest"  # small-angle rotation fill: 'nearest' | 'constant' | 'reflect'
+  # HED stain jitter (Tellez et al. 2018): per HED channel x * U[1-s, 1+s] + U[-s, s]; black stays
+  # black; 0 = off. Against learning a subject's staining (docs/data.md); 0.05 is a mild setting.
+  c.augment.hed_sigma = 0.0
 
   c.num_workers = 0  # 0 = in-process; >0 = grain multiprocessing prefetch with that many workers
   c.worker_buffer_size = 2  # batches each worker prepares ahead

@@ -51,6 +51,10 @@ class DuplicateFileError(DataError):
   """The same image appears twice (two copies of the download, or a repeated key)."""
 
 
+class ChecksumError(DataError):
+  """A file differs (size or SHA-256) from the official download's."""
+
+
 def resolve_on_corrupt(value: str | None) -> str:
   """Returns 'error' or 'skip': the explicit value, else `$LEUKOJAX_ON_CORRUPT`, else 'error'."""
   value = value or os.environ.get(ON_CORRUPT_ENV) or "error"

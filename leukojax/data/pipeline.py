@@ -148,12 +148,16 @@ def _fingerprint(config: ml_collections.ConfigDict, catalog: Catalog, train_rows
   digest = hashlib.sha256()
   for sha, name in sorted(zip(catalog.image_sha256[train_rows], catalog.file_name[train_rows])):
     digest.update(sha + b"|" + name + b"\n")
-  return {
+  fingerprint = {
       "dataset": config.dataset, "builder_config": config.builder_config, "task": config.task,
-      "protocol": config.split.protocol, "image_size": int(config.image_size), "resize": config.resize,
+      "protocol": config.split.protocol, "fold": config.split.get("fold", 0) if config.split.protocol == "subject_cv" else None,
+      "image_size": int(config.image_size), "resize": config.resize,
       "crop_fraction": float(config.crop_fraction) if config.resize == "center_crop" else None,
       "train_images": int(len(train_rows)), "train_digest": digest.hexdigest(),
   }
+  if config.resize == "cell_crop":  # only then, so statistics saved before the key existed still match
+    fingerprint["cell_window"] = int(config.get("cell_window", T.DEFAULT_CELL_WINDOW))
+  return fingerprint
 
 
 def _metadata(catalog: Catalog, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -183,6 +187,7 @@ def _summary(result: splits_lib.SplitResult, dropped_by_view: int, train_labels:
       "dropped_by_task_view": dropped_by_view,
       "train_balanced_per_class": np.bincount(train_labels, minlength=num_classes).tolist(),
       "has_subjects": cat.has_subjects,
+      "test_subjects": sorted(s.decode() for s in {x for x in cat.subject_id[result.rows["test"]] if len(x)}),
   }
 
 
@@ -210,18 +215,25 @@ def build_pipeline(
   per_process = _per_process(global_batch_size, process_count, "global batch size")
   _per_process(eval_batch_size, process_count, "eval batch size")
   view = get_view(config.dataset, config.task)
-  wanted = splits_lib.source_splits(config.dataset, config.split.protocol)
   if sources is None:
     sources = dict(_load_sources(config))
     meta_sources = _load_sources(config, decode_images=False)  # the labels and ids pass skips decoding
   else:
     sources = meta_sources = dict(sources)
+  wanted = splits_lib.source_splits(config.dataset, config.split.protocol, available=list(sources))
 
   catalog, dropped_by_view = scan_sources(meta_sources, wanted, num_threads=config.read_threads).apply_view(view)
   result = splits_lib.make_splits(
       catalog, dataset=config.dataset, protocol=config.split.protocol,
       fractions=config.split.fractions, seed=config.split.seed, dedup=config.dedup,
+      num_folds=config.split.get("num_folds", 0), fold=config.split.get("fold", 0),
+      val_fraction=config.split.get("val_fraction", 0.15),
   )
+  cap = int(config.get("max_cells_per_subject", 0))
+  if cap > 0:
+    if not result.catalog.has_subjects:
+      raise ValueError("data.max_cells_per_subject needs subject ids; this dataset has none.")
+    result.rows.update(splits_lib.cap_per_subject(result.catalog.subject_id, result.rows, cap, config.split.seed))
   catalog, train_rows = result.catalog, result.rows["train"]
   train_labels = catalog.label[train_rows]
   if config.balance == "oversample_rot90":
@@ -235,7 +247,8 @@ def build_pipeline(
     weights = balance_lib.class_weights(balanced_labels, view.num_classes)
 
   read_options = grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.prefetch_buffer_size)
-  prepare = T.PrepareImage(config.image_size, config.resize, config.crop_fraction)  # as T.eval_transforms
+  prepare = T.PrepareImage(config.image_size, config.resize, config.crop_fraction,  # as T.eval_transforms
+                           config.get("cell_window", T.DEFAULT_CELL_WINDOW))
 
   def compute() -> tuple[Any, Any, int]:
     src = RowSource(sources, catalog.split[train_rows], catalog.index[train_rows], train_labels)

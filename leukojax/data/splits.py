@@ -1,7 +1,10 @@
-"""Split protocols (subject, paper_random, official), deduplication and the subject-leakage guard.
+"""Split protocols (subject, subject_cv, paper_random, official), dedup and the leakage guard.
 
 The paper split C-NMC at random over cells, so one subject's cells sit in train and test alike;
-`subject` (the default) keeps every subject in one split. See docs/data.md for the exact rules.
+`subject` (the default) keeps every subject in one split. `subject_cv` is for few subjects (the 11
+of the real fold_1 archive have 2 healthy ones, too few for a healthy subject in each of three
+splits): fold k of K tests on the k-th group of every class's subjects and trains on the rest.
+See docs/data.md for the exact rules.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from leukojax.data import errors
 from leukojax.data.catalog import Catalog
 
-PROTOCOLS: tuple[str, ...] = ("subject", "paper_random", "official")
+PROTOCOLS: tuple[str, ...] = ("subject", "subject_cv", "paper_random", "official")
+SUBJECT_DISJOINT: tuple[str, ...] = ("subject", "subject_cv", "official")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CNMC_TRAIN_FOLDS: tuple[str, ...] = ("fold_0", "fold_1", "fold_2")
 CNMC_OFFICIAL_TEST = "prelim_test"  # the labelled preliminary test; final_test has no labels
@@ -35,12 +40,29 @@ class SplitResult:
   duplicate_label_conflicts: int  # dropped duplicates whose label differed from the kept copy
 
 
-def source_splits(dataset: str, protocol: str) -> tuple[str, ...]:
-  """Names the source splits a protocol reads; rejects protocols the dataset cannot support."""
+def source_splits(dataset: str, protocol: str, available: Sequence[str] | None = None) -> tuple[str, ...]:
+  """Names the source splits a protocol reads; rejects protocols the dataset cannot support.
+
+  `available` (the built splits; None = all) lets a partial C-NMC download train on the folds it
+  has; a protocol that needs an absent split stops here, naming it.
+  """
   if protocol not in PROTOCOLS:
     raise ValueError(f"Unknown split protocol {protocol!r}; expected one of {PROTOCOLS}.")
   if dataset == "cnmc2019":
-    return CNMC_TRAIN_FOLDS + ((CNMC_OFFICIAL_TEST,) if protocol == "official" else ())
+    have = set(CNMC_TRAIN_FOLDS + (CNMC_OFFICIAL_TEST,)) if available is None else set(available)
+    folds = tuple(f for f in CNMC_TRAIN_FOLDS if f in have)
+    if not folds:
+      raise errors.MissingManualDownloadError(
+          f"The C-NMC build has no training fold (has {sorted(have)}): every protocol trains on "
+          "training_data/fold_{0,1,2}/. Add at least one fold to the manual download, delete the "
+          "prepared <data_dir>/cnmc2019/ and run again.")
+    if protocol == "official" and CNMC_OFFICIAL_TEST not in have:
+      raise errors.MissingManualDownloadError(
+          f"split.protocol='official' tests on {CNMC_OFFICIAL_TEST!r}, which this C-NMC build lacks "
+          "(the download has no validation_data/C-NMC_test_prelim_phase_data/ images with their "
+          "label CSV). Add them to the manual download, delete the prepared <data_dir>/cnmc2019/ "
+          "and run again, or use split.protocol='subject' or 'subject_cv'.")
+    return folds + ((CNMC_OFFICIAL_TEST,) if protocol == "official" else ())
   if dataset == "taleqani_all":
     if protocol != "paper_random":
       raise ValueError(
@@ -149,6 +171,78 @@ def subject_split(
   return [np.flatnonzero(assigned == k).astype(np.int64) for k in range(3)]
 
 
+def subject_folds(labels: np.ndarray, subjects: np.ndarray, num_folds: int, seed: int) -> dict[bytes, int]:
+  """Deals every class's subjects into `num_folds` groups (shuffled by `seed`, then round-robin).
+
+  A subject's class is its majority label. `num_folds=0` means as many folds as the rarest class
+  has subjects (leave-one-healthy-subject-out on the 11-subject C-NMC archive). Every fold gets at
+  least one subject of every class.
+  """
+  if any(len(s) == 0 for s in subjects):
+    raise ValueError("Subject cross-validation needs a subject id on every record.")
+  uniq, inverse = np.unique(subjects.astype(bytes), return_inverse=True)
+  subject_class = np.array([np.bincount(labels[inverse == k]).argmax() for k in range(len(uniq))])
+  per_class = {int(c): np.flatnonzero(subject_class == c) for c in np.unique(subject_class)}
+  fewest = min(len(v) for v in per_class.values())
+  k = fewest if num_folds == 0 else int(num_folds)
+  if k < 2 or k > fewest:
+    raise ValueError(
+        f"split.num_folds={num_folds}: subject cross-validation needs 2 <= folds <= the subjects of "
+        f"the rarest class ({fewest}; per class {({c: len(v) for c, v in per_class.items()})}), so "
+        "that every fold tests on a subject of every class.")
+  rng = np.random.default_rng(seed)
+  fold_of: dict[bytes, int] = {}
+  for c in sorted(per_class):
+    for i, member in enumerate(rng.permutation(per_class[c])):
+      fold_of[bytes(uniq[member])] = i % k
+  return fold_of
+
+
+def subject_cv_split(labels: np.ndarray, subjects: np.ndarray, *, num_folds: int, fold: int,
+                     val_fraction: float, seed: int) -> list[np.ndarray]:
+  """`subject_cv`: test = the subjects of fold `fold`; val = `val_fraction` of the other subjects'
+  cells (stratified per subject: validation only picks checkpoints and thresholds, and with one
+  healthy subject left for training it cannot hold a healthy subject of its own); train = the rest.
+  """
+  fold_of = subject_folds(labels, subjects, num_folds, seed)
+  k = max(fold_of.values()) + 1
+  if not 0 <= fold < k:
+    raise ValueError(f"split.fold={fold} is out of range: this protocol has {k} folds (0..{k - 1}).")
+  if not 0 <= val_fraction < 1:
+    raise ValueError(f"split.val_fraction must be in [0, 1); got {val_fraction}.")
+  test = np.array([fold_of[bytes(s)] == fold for s in subjects])
+  rng = np.random.default_rng([seed, fold])
+  val = np.zeros(len(labels), bool)
+  for s in sorted({bytes(x) for x in subjects[~test]}):
+    rows = rng.permutation(np.flatnonzero((subjects.astype(bytes) == s) & ~test))
+    val[rows[: _round_half_up(val_fraction * len(rows))]] = True
+  train = ~test & ~val
+  return [np.flatnonzero(m).astype(np.int64) for m in (train, val, test)]
+
+
+def cap_per_subject(subject_ids: np.ndarray, rows: dict[str, np.ndarray], cap: int, seed: int,
+                    splits: Sequence[str] = ("train", "val")) -> dict[str, np.ndarray]:
+  """Keeps at most `cap` cells of each subject over `splits` together (chosen at random by `seed`).
+
+  Bounds the cost of an epoch on a CPU and keeps one subject with many cells (757 of 2,921 in the
+  real archive) from dominating training; the test split always keeps every cell.
+  """
+  if cap <= 0:
+    return rows
+  rng = np.random.default_rng([seed, cap])
+  pooled = np.concatenate([rows[s] for s in splits])
+  keep = []
+  ids = subject_ids[pooled].astype(bytes)
+  for s in sorted(set(ids.tolist())):
+    members = pooled[ids == s]
+    keep.append(members if len(members) <= cap else rng.choice(members, cap, replace=False))
+  kept = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+  out = dict(rows)
+  for s in splits:
+    out[s] = np.sort(rows[s][np.isin(rows[s], kept)]).astype(np.int64)
+  return out
+
+
 def check_no_subject_leakage(subjects_by_split: Mapping[str, Sequence[bytes]]) -> None:
   """Raises `SubjectLeakageError` if any (non-empty) subject id appears in two splits."""
   seen: dict[bytes, str] = {}
@@ -174,12 +268,16 @@ def make_splits(
     fractions: Sequence[float],
     seed: int,
     dedup: bool,
+    num_folds: int = 0,
+    fold: int = 0,
+    val_fraction: float = 0.15,
 ) -> SplitResult:
   """Dedups (optional), then assigns rows to train/val/test under `protocol`.
 
-  `catalog` holds the source splits of `source_splits(dataset, protocol)` with task labels.
+  `catalog` holds the source splits of `source_splits(dataset, protocol)` with task labels;
+  `num_folds`, `fold` and `val_fraction` are read by `subject_cv` only.
   """
-  source_splits(dataset, protocol)  # validates the pair
+  source_splits(dataset, protocol, available=sorted(set(catalog.split.tolist())) or None)
   fractions = check_fractions(fractions)
   external = (CNMC_OFFICIAL_TEST,) if protocol == "official" else ()
   dropped = conflicts = 0
@@ -198,11 +296,17 @@ def make_splits(
   else:
     if protocol == "paper_random":
       parts = random_split(catalog.label[pool], fractions, seed)
+    elif protocol == "subject_cv":
+      parts = subject_cv_split(catalog.label[pool], catalog.subject_id[pool], num_folds=num_folds,
+                               fold=fold, val_fraction=val_fraction, seed=seed)
     else:
       parts = subject_split(catalog.label[pool], catalog.subject_id[pool], fractions, seed)
     rows = {name: pool[p] for name, p in zip(SPLITS, parts)}
   rows = {k: np.sort(v).astype(np.int64) for k, v in rows.items()}
-  if protocol in ("subject", "official"):
+  if protocol == "subject_cv":  # validation shares the training subjects by design; test never
+    check_no_subject_leakage({"train+val": catalog.subject_id[np.concatenate([rows["train"], rows["val"]])],
+                              "test": catalog.subject_id[rows["test"]]})
+  elif protocol in SUBJECT_DISJOINT:
     check_no_subject_leakage({k: catalog.subject_id[v] for k, v in rows.items()})
   if len(rows["train"]) == 0:
     raise ValueError("The training split is empty.")

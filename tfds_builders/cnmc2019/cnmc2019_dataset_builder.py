@@ -3,12 +3,22 @@
     tfds build tfds_builders/cnmc2019 --manual_dir=/path/to/download --data_dir=DIR
         --file_format=array_record
 
-Accepts the Kaggle and the TCIA layout, extracted or as the downloaded zip archives (read in
-place with `zipfile`), in any wrapper folder (`PKG - C-NMC 2019/...`). Strict by design: every
-file inside the dataset folders must be understood, and each problem raises a `DataError`
-(`leukojax.data.errors`) naming the file and the fix. Records are written in a fixed order
-(`disable_shuffling`): training folds `all/` then `hem/`, and the test sets in the challenge's
-numeric order `1.bmp, 2.bmp, ...`, so record i of `final_test` is image `i+1`.
+Accepts the Kaggle and the TCIA layout, extracted, as the downloaded zip archives (read in
+place with `zipfile`) or as tar archives (`.tar.xz` etc., unpacked once into the build's
+extraction folder, never beside the archive), in any wrapper folder (`PKG - C-NMC 2019/...`).
+
+A partial download (say one training fold and no test phases) builds the splits it has; the
+absent parts are logged and listed in the dataset's metadata (`absent`), and only a config that
+asks for an absent split fails (`leukojax.data.splits`). Every file the official download lists
+(`kaggle_manifest.tsv`, shipped here as TFDS ships checksums) is checked against its size and
+SHA-256: a mismatch stops the build naming the file, unless the `unverified` config is chosen.
+Byte-identical files (the official data has 104 duplicated contents) are listed in the metadata
+(`duplicates`); `leukojax.data.splits` removes them before any split.
+
+Strict by design: every file inside the dataset folders must be understood, and each problem
+raises a `DataError` (`leukojax.data.errors`) naming the file and the fix. Records are written in
+a fixed order (`disable_shuffling`): training folds `all/` then `hem/`, and the test sets in the
+challenge's numeric order `1.bmp, 2.bmp, ...`, so record i of `final_test` is image `i+1`.
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ import collections
 import csv
 import dataclasses
 import hashlib
+import functools
 import io
+import pathlib
 import re
 
 from absl import logging
@@ -30,16 +42,21 @@ from tfds_builders import raw_files
 
 CLASS_NAMES = ("hem", "all")  # label 1 = ALL, the positive class
 SPLITS = ("fold_0", "fold_1", "fold_2", "prelim_test", "final_test")
-IMAGE_SIZE = 450
+IMAGE_SIZE = 450  # training and preliminary-test cells; the final-test files are larger
+MANIFEST = pathlib.Path(__file__).with_name("kaggle_manifest.tsv")
+SAMPLE_MANUAL_DIR = pathlib.Path(__file__).resolve().parent / "sample"  # 88 real cells, README there
+CANONICAL_ROOT = "C-NMC_Leukemia"  # the manifest's paths are those of the Kaggle download
 PRELIM_CSV = "C-NMC_test_prelim_phase_data_labels.csv"
 _TRAIN_ROOTS = {"training_data": "kaggle", "C-NMC_training_data": "tcia"}
 _PRELIM_DIR = "C-NMC_test_prelim_phase_data"
 _FINAL_DIR = "C-NMC_test_final_phase_data"
 _TRAIN_NAME = re.compile(r"^UID_(H?\d+)_(.+)_(all|hem)\.bmp$", re.IGNORECASE)
+_IMAGE_CELL = re.compile(r"^(\d+)_(\d+)$")
 _PATIENT_ID = re.compile(r"^(?:UID_)?(H?\d+)(?:_.*?(?:_(all|hem))?)?(?:\.bmp)?$", re.IGNORECASE)
 
 EXPECTED_LAYOUT = f"""\
-  Kaggle (andrewmvd/leukemia-classification), extracted or as the downloaded .zip:
+  Kaggle (andrewmvd/leukemia-classification), extracted, as the downloaded .zip, or as a
+  .tar/.tar.gz/.tar.xz of the same folders:
     C-NMC_Leukemia/training_data/fold_{{0,1,2}}/{{all,hem}}/UID_*.bmp
     C-NMC_Leukemia/validation_data/{_PRELIM_DIR}/<n>.bmp
     C-NMC_Leukemia/validation_data/{PRELIM_CSV}
@@ -63,12 +80,14 @@ and put the downloaded files (zip archives as they are, or extracted) into the m
 
 @dataclasses.dataclass(eq=False)
 class CnmcConfig(tfds.core.BuilderConfig):
-  """Custom configs only: `on_corrupt='skip'` leaves undecodable images out (logged, counted).
+  """`verify`: check files against the official sizes and SHA-256 (`kaggle_manifest.tsv`).
 
-  Use a new name, e.g. `CnmcConfig(name='skip_corrupt', on_corrupt='skip')`, so such a build is
-  stored apart from the complete one. `None` reads `$LEUKOJAX_ON_CORRUPT`, default 'error'.
+  `on_corrupt='skip'` leaves undecodable images out (logged, counted). Use a new name for such a
+  build, e.g. `CnmcConfig(name='skip_corrupt', on_corrupt='skip')`, so it is stored apart from the
+  complete one. `None` reads `$LEUKOJAX_ON_CORRUPT`, default 'error'.
   """
 
+  verify: bool = True
   on_corrupt: str | None = None
 
 
@@ -79,6 +98,26 @@ class _Item:
   label: int  # -1 = unlabelled
   subject_id: str
   fold: int
+  canonical: str  # the file's path in the Kaggle download (the manifest's key)
+  image_index: int = -1  # from UID_<subject>_<image>_<cell>_<class>.bmp; -1 if unknown
+  cell_index: int = -1
+
+
+@functools.lru_cache(maxsize=1)
+def load_manifest() -> dict[str, tuple[int, str]]:
+  """The official download: Kaggle path -> (size in bytes, SHA-256 hex)."""
+  out = {}
+  with MANIFEST.open(encoding="utf-8") as f:
+    for row in csv.DictReader(f, delimiter="\t"):
+      out[row["path"]] = (int(row["bytes"]), row["sha256"])
+  return out
+
+
+def image_and_cell(name: str) -> tuple[int, int]:
+  """`UID_H10_130_2_hem.bmp` -> (130, 2): the slide image and the cell within it."""
+  m = _TRAIN_NAME.match(name)
+  inner = _IMAGE_CELL.match(m.group(2)) if m else None
+  return (int(inner.group(1)), int(inner.group(2))) if inner else (-1, -1)
 
 
 def natural_key(name: str) -> tuple:
@@ -114,10 +153,19 @@ def subject_from_patient_id(patient_id: str, where: str) -> tuple[str, str | Non
 class Builder(tfds.core.GeneratorBasedBuilder):
   """C-NMC 2019: 450x450 single-cell images, ALL (1) vs HEM (0), subjects from file names."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Kaggle/TCIA layouts, folders or zips; PNG-stored images."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Kaggle/TCIA layouts, folders or zips; PNG-stored images.",
+      "2.0.0": "Tar archives, partial downloads, checks against the official SHA-256 manifest, "
+               "image and cell indices, duplicate list; images of any size (final test).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-  BUILDER_CONFIGS = []  # the default build has no config; see CnmcConfig for on_corrupt
+  BUILDER_CONFIGS = [
+      CnmcConfig(name="verified", description="Every listed file checked against the official "
+                 "sizes and SHA-256 (kaggle_manifest.tsv)."),
+      CnmcConfig(name="unverified", verify=False, description="No checksum check: for modified "
+                 "or re-encoded copies, and the synthetic stand-in."),
+  ]
   # README/CITATIONS/TAGS/checksums beside this file. Set explicitly: TFDS infers them through
   # `importlib.resources`, which fails when `tfds_builders` resolves as a namespace package
   # (a stale editable install).
@@ -135,10 +183,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             # PNG: lossless, decodable with PIL alone (the source BMPs are not storable as is).
-            "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="png"),
+            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
             "label": tfds.features.ClassLabel(names=CLASS_NAMES),
             "subject_id": tfds.features.Text(),
             "fold": tfds.features.Scalar(dtype=np.int64),
+            "image_index": tfds.features.Scalar(dtype=np.int64),
+            "cell_index": tfds.features.Scalar(dtype=np.int64),
             "file_name": tfds.features.Text(),
             "image_sha256": tfds.features.Text(),
         }),
@@ -150,21 +200,36 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = raw_files.manual_root(dl_manager, MANUAL_DOWNLOAD_INSTRUCTIONS)
-    items, info = _index(raw_files.scan(root), root)
+    items, info = _index(raw_files.scan(root, raw_files.extract_root(dl_manager)), root)
     config = self.builder_config
+    verify = bool(getattr(config, "verify", True))
+    info.update(_check_sizes(items, info.pop("csv_file", None), verify))
     log = errors.CorruptImageLog(errors.resolve_on_corrupt(getattr(config, "on_corrupt", None)))
-    self.info.metadata.update(info, on_corrupt=log.policy, skipped_corrupt=log.skipped)
-    return {split: self._generate_examples(split, items[split], log) for split in SPLITS}
+    self.info.metadata.update(info, on_corrupt=log.policy, skipped_corrupt=log.skipped,
+                              duplicates=[])
+    seen: dict[str, str] = {}  # sha256 -> first file, across all splits
+    return {split: self._generate_examples(split, items[split], log, verify, seen)
+            for split in SPLITS if split in items}
 
-  def _generate_examples(self, split: str, items: list[_Item], log: errors.CorruptImageLog):
+  def _generate_examples(self, split: str, items: list[_Item], log: errors.CorruptImageLog,
+                         verify: bool, seen: dict[str, str]):
+    size = None if split == "final_test" else (IMAGE_SIZE, IMAGE_SIZE)
     for item in items:
       try:
         data = item.file.read()  # a damaged zip member fails here
-        image = errors.check_image(data, item.file.rel, size=(IMAGE_SIZE, IMAGE_SIZE),
-                                   formats=("BMP",), convert_to_rgb=True)
+        sha = hashlib.sha256(data).hexdigest()
+        if verify:
+          _check_sha(item, sha)
+        image = errors.check_image(data, item.file.rel, size=size, formats=("BMP",),
+                                   convert_to_rgb=True)
       except errors.CorruptImageError as e:
         log.handle(e, item.file.rel)
         continue
+      if sha in seen:
+        self.info.metadata["duplicates"].append([seen[sha], item.file.rel])
+        logging.info("cnmc2019: %s is byte-identical to %s.", item.file.rel, seen[sha])
+      else:
+        seen[sha] = item.file.rel
       png = io.BytesIO()
       image.save(png, format="PNG", compress_level=3)
       yield f"{split}/{item.file_name}", {
@@ -172,8 +237,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           "label": item.label,
           "subject_id": item.subject_id,
           "fold": item.fold,
+          "image_index": item.image_index,
+          "cell_index": item.cell_index,
           "file_name": item.file_name,
-          "image_sha256": hashlib.sha256(data).hexdigest(),
+          "image_sha256": sha,
       }
     if log.skipped:
       logging.warning("cnmc2019 %s: %s", split, log.summary())
@@ -216,15 +283,7 @@ def _index(files: list[raw_files.RawFile], root) -> tuple[dict[str, list[_Item]]
     logging.warning("cnmc2019: ignoring %d file(s) outside the dataset folders: %s",
                     len(ignored), ", ".join(ignored[:10]))
   layouts = sorted({layout for _, layout, _, _ in train})
-  missing = [what for what, found in (
-      ("training data (fold_0..2/all,hem)", train), (f"{_PRELIM_DIR}/ images", prelim),
-      (PRELIM_CSV, csvs), (f"{_FINAL_DIR}/ images", final)) if not found]
-  if missing:
-    raise errors.MissingManualDownloadError(
-        f"The C-NMC 2019 download in {root} is incomplete: missing {'; '.join(missing)}. "
-        f"Add the missing part(s) as described:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-
-  items = {s: [] for s in SPLITS}
+  items: dict[str, list[_Item]] = {s: [] for s in SPLITS[:3]}
   folds_found = collections.defaultdict(set)
   for f, _, fold_dir, cls in train:
     if fold_dir not in SPLITS[:3] or cls not in CLASS_NAMES:
@@ -236,8 +295,15 @@ def _index(files: list[raw_files.RawFile], root) -> tuple[dict[str, list[_Item]]
       raise errors.FileNameError(
           f"{f.rel} is named as a {suffix} cell but lies in the {cls}/ folder; move it.")
     folds_found[fold_dir].add(cls)
-    items[fold_dir].append(_Item(f, f.name, CLASS_NAMES.index(cls), sid, int(fold_dir[-1])))
+    canonical = f"{CANONICAL_ROOT}/training_data/{fold_dir}/{cls}/{f.name}"
+    items[fold_dir].append(_Item(f, f.name, CLASS_NAMES.index(cls), sid, int(fold_dir[-1]),
+                                 canonical, *image_and_cell(f.name)))
+  absent = []
   for fold_dir in SPLITS[:3]:
+    if not folds_found[fold_dir]:  # a fold not downloaded at all: build without it
+      del items[fold_dir]
+      absent.append(f"{fold_dir} (training_data/{fold_dir}/)")
+      continue
     for cls in CLASS_NAMES:
       if cls in folds_found[fold_dir]:
         continue
@@ -249,61 +315,160 @@ def _index(files: list[raw_files.RawFile], root) -> tuple[dict[str, list[_Item]]
       raise errors.MissingManualDownloadError(
           f"No {fold_dir}/{cls}/ images in {root}: the training data is incomplete. Expected:\n"
           + EXPECTED_LAYOUT)
-  for split in SPLITS[:3]:
+  for split in items:
     _check_unique([(it.file_name, it.file.rel) for it in items[split]])
   _check_unique([(f.name, f.rel) for f in final])
-  items["prelim_test"] = _prelim_items(prelim, csvs)
-  items["final_test"] = [_Item(f, f.name, -1, "", -1) for f in final]
-  for split in SPLITS:  # training: all/ then hem/; tests: the challenge's numeric order
+  csv_file = None
+  if prelim and csvs:
+    items["prelim_test"], csv_file = _prelim_items(prelim, csvs)
+  elif prelim:
+    absent.append(f"prelim_test labels ({PRELIM_CSV}: the {len(prelim)} images of "
+                  f"{_PRELIM_DIR}/ cannot be labelled without it)")
+  else:
+    absent.append(f"prelim_test ({_PRELIM_DIR}/ images"
+                  + ("; the label file is here)" if csvs else f" and {PRELIM_CSV})"))
+    csv_file = _single_csv(csvs) if csvs else None
+    if csv_file is not None:
+      read_prelim_labels(csv_file.read(), csv_file.rel)  # a label file alone is still checked
+  if final:
+    items["final_test"] = [
+        _Item(f, f.name, -1, "", -1, f"{CANONICAL_ROOT}/testing_data/{_FINAL_DIR}/{f.name}")
+        for f in final]
+  else:
+    absent.append(f"final_test ({_FINAL_DIR}/ images)")
+  if not items:
+    raise errors.MissingManualDownloadError(
+        f"The C-NMC 2019 download in {root} has no images to build: missing {'; '.join(absent)}."
+        f"\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  for split in items:  # training: all/ then hem/; tests: the challenge's numeric order
     items[split].sort(key=lambda it: (-it.label if it.fold >= 0 else 0, natural_key(it.file_name)))
-  info = {"layout": "+".join(layouts), "source": "+".join(sorted(
-      {"zip" if ".zip/" in f.rel.lower() else "folder" for f, *_ in train}))}
+  sources = {"zip" if ".zip/" in f.rel.lower() else "tar" if _in_tar(f.rel) else "folder"
+             for f, *_ in train}
+  info = {"layout": "+".join(layouts), "source": "+".join(sorted(sources)), "absent": absent,
+          "csv_file": csv_file}
   logging.info("cnmc2019: %s layout from %s; %s", info["layout"], root,
                {s: len(v) for s, v in items.items()})
+  if absent:
+    logging.warning("cnmc2019: partial download in %s; building without: %s. A config that "
+                    "needs one of these stops with the missing part named.", root,
+                    "; ".join(absent))
   return items, info
 
 
-def _prelim_items(images: list[raw_files.RawFile], csvs: list[raw_files.RawFile]) -> list[_Item]:
-  """Joins the prelim images with the label CSV; each side must cover the other exactly."""
+def _in_tar(rel: str) -> bool:
+  return any(raw_files.is_tar(p) for p in rel.split("/")[:-1])
+
+
+def _check_sizes(items: dict[str, list[_Item]], csv_file, verify: bool) -> dict:
+  """Checks every listed file's size against the manifest (hashes follow as images are read)."""
+  manifest = load_manifest()
+  unlisted = [it.file.rel for split in items.values() for it in split
+              if it.canonical not in manifest]
+  if not verify:
+    logging.warning("cnmc2019: the 'unverified' config: files are NOT checked against the "
+                    "official sizes and SHA-256.")
+    return {"verified": False, "not_in_manifest": len(unlisted)}
+  checked = [it for split in items.values() for it in split if it.canonical in manifest]
+  for it in checked:
+    want = manifest[it.canonical][0]
+    if it.file.size is not None and it.file.size != want:
+      raise errors.ChecksumError(
+          f"{it.file.rel} has {it.file.size} bytes; the official file ({it.canonical}) has "
+          f"{want}. {_CHECKSUM_FIX}")
+  if csv_file is not None:
+    canonical = f"{CANONICAL_ROOT}/validation_data/{PRELIM_CSV}"
+    data = csv_file.read()
+    if hashlib.sha256(data).hexdigest() != manifest[canonical][1]:
+      raise errors.ChecksumError(
+          f"{csv_file.rel} differs from the official {canonical} (SHA-256). {_CHECKSUM_FIX}")
+  if unlisted:
+    logging.warning("cnmc2019: %d file(s) are not in the official download's list and are not "
+                    "checked: %s", len(unlisted), ", ".join(unlisted[:10]))
+  return {"verified": True, "not_in_manifest": len(unlisted)}
+
+
+_CHECKSUM_FIX = ("Re-download it (a damaged or modified copy), or, for a copy you changed on "
+                 "purpose, build the 'unverified' config (--config=unverified, "
+                 "data.builder_config='unverified').")
+
+
+def _check_sha(item: _Item, sha: str) -> None:
+  want = load_manifest().get(item.canonical)
+  if want is not None and want[1] != sha:
+    raise errors.ChecksumError(
+        f"{item.file.rel} differs from the official file {item.canonical} (SHA-256 {sha[:16]}... "
+        f"instead of {want[1][:16]}...). {_CHECKSUM_FIX}")
+
+
+def _single_csv(csvs: list[raw_files.RawFile]) -> raw_files.RawFile:
   contents = {c.read() for c in csvs}
   if len(contents) > 1:
     raise errors.DuplicateFileError(
         f"Found {len(csvs)} different copies of {PRELIM_CSV}: "
         f"{', '.join(c.rel for c in csvs)}. Keep one.")
-  csv_file = csvs[0]
-  text = contents.pop().decode("utf-8-sig")
+  return csvs[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrelimLabel:
+  """One row of the preliminary-test label file."""
+
+  new_name: str  # the test image's name, `<n>.bmp`
+  label: int  # 1 = ALL, 0 = HEM
+  subject_id: str
+  original_name: str  # Patient_ID: the cell's original `UID_...` name
+  line: int
+
+
+def read_prelim_labels(data: bytes, where: str) -> list[PrelimLabel]:
+  """Parses the official label CSV (CRLF, `Patient_ID,new_names,labels`), checking every row."""
+  text = data.decode("utf-8-sig")
   reader = csv.DictReader(io.StringIO(text))
   wanted = {"Patient_ID", "new_names", "labels"}
   header = {h.strip() for h in reader.fieldnames or []}
   if not wanted <= header:
     raise errors.CsvMismatchError(
-        f"{csv_file.rel} has columns {sorted(header)}; expected Patient_ID,new_names,labels.")
+        f"{where} has columns {sorted(header)}; expected Patient_ID,new_names,labels.")
+  out, names = [], set()
+  for line, row in enumerate(reader, start=2):
+    row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+    at = f"{where} line {line}"
+    name, label = row["new_names"], row["labels"]
+    if label not in ("0", "1"):
+      raise errors.CsvMismatchError(f"{at}: labels={label!r}; expected 0 (HEM) or 1 (ALL).")
+    if name in names:
+      raise errors.CsvMismatchError(f"{at}: {name} is listed twice. Remove one row.")
+    sid, suffix = subject_from_patient_id(row["Patient_ID"], at)
+    if suffix is not None and suffix != CLASS_NAMES[int(label)]:
+      raise errors.CsvMismatchError(
+          f"{at}: Patient_ID {row['Patient_ID']} says {suffix} but labels={label}.")
+    names.add(name)
+    out.append(PrelimLabel(name, int(label), sid, row["Patient_ID"], line))
+  return out
+
+
+def _prelim_items(images: list[raw_files.RawFile],
+                  csvs: list[raw_files.RawFile]) -> tuple[list[_Item], raw_files.RawFile]:
+  """Joins the prelim images with the label CSV; each side must cover the other exactly."""
+  csv_file = _single_csv(csvs)
+  labels = read_prelim_labels(csv_file.read(), csv_file.rel)
   _check_unique([(f.name, f.rel) for f in images])
   by_name = {f.name: f for f in images}
   rows = {}
-  for line, row in enumerate(reader, start=2):
-    row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-    where = f"{csv_file.rel} line {line}"
-    name, label = row["new_names"], row["labels"]
-    if label not in ("0", "1"):
-      raise errors.CsvMismatchError(f"{where}: labels={label!r}; expected 0 (HEM) or 1 (ALL).")
-    if name in rows:
-      raise errors.CsvMismatchError(f"{where}: {name} is listed twice. Remove one row.")
-    if name not in by_name:
+  for row in labels:
+    if row.new_name not in by_name:
       raise errors.CsvMismatchError(
-          f"{where} names {name}, which is not in {_PRELIM_DIR}/. Restore the image or remove "
-          "the row.")
-    sid, suffix = subject_from_patient_id(row["Patient_ID"], where)
-    if suffix is not None and suffix != CLASS_NAMES[int(label)]:
-      raise errors.CsvMismatchError(
-          f"{where}: Patient_ID {row['Patient_ID']} says {suffix} but labels={label}.")
-    rows[name] = _Item(by_name[name], name, int(label), sid, -1)
+          f"{csv_file.rel} line {row.line} names {row.new_name}, which is not in {_PRELIM_DIR}/. "
+          "Restore the image or remove the row.")
+    canonical = f"{CANONICAL_ROOT}/validation_data/{_PRELIM_DIR}/{row.new_name}"
+    rows[row.new_name] = _Item(by_name[row.new_name], row.new_name, row.label, row.subject_id, -1,
+                               canonical, *image_and_cell(row.original_name))
   unlisted = sorted(set(by_name) - set(rows), key=natural_key)
   if unlisted:
     raise errors.CsvMismatchError(
         f"{len(unlisted)} prelim image(s) have no row in {csv_file.rel}: "
         f"{', '.join(by_name[n].rel for n in unlisted[:10])}. Add the rows or remove the images.")
-  return list(rows.values())
+  return list(rows.values()), csv_file
 
 
 def _check_unique(names_and_paths: list[tuple[str, str]]) -> None:
