@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(BIN)/python -m leukojax.main --config configs/hybrid.py:sample --workdir $(WORKDIR)
 	$(BIN)/python -m leukojax.explain --workdir $(WORKDIR) --method both --lime_samples 300 \
 	  --layer vgg16=block4_conv3 --layer inception_v3=mixed2 --layer xception=entry_stride8 \
-	  tfds_builders/taleqani_all/sample/Original/Pro/WBC-Malignant-Pro-001.jpg
+	  tfds_builders/cnmc2019/sample/C-NMC_Leukemia/training_data/fold_1/hem/UID_H10_105_1_hem.bmp \
+	  tfds_builders/cnmc2019/sample/C-NMC_Leukemia/training_data/fold_1/all/UID_51_5_1_all.bmp
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 900 $(PYTEST_ARGS)

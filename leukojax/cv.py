@@ -183,7 +183,8 @@ def format_markdown(cv: Mapping[str, Any]) -> str:
            "", "## Pooled, threshold 0.5", "", "| Metric | Value (95% CI) |", "|---|---|"]
   for row in report.BINARY_ROWS:
     if row in pooled:
-      lines.append(f"| {report.ROW_NAMES.get(row, row)} | {_fmt(pooled[row], pooled.get('ci', {}).get(row))} |")
+      ci = None if row in report.NO_CI_ROWS else pooled.get("ci", {}).get(row)
+      lines.append(f"| {report.ROW_NAMES.get(row, row)} | {_fmt(pooled[row], ci)} |")
   level = pooled.get("patient_level", {}).get("at_0.5")
   if level:
     lines += ["", f"Patient level ({level['aggregation']}, {level['n_subjects']} subjects): accuracy "

@@ -45,3 +45,30 @@ def test_unknown_names_are_errors():
     taleqani.get_config("alexnet")
   with pytest.raises(ValueError, match="Unknown hybrid variant"):
     config_module("hybrid").get_config("tiny")
+
+
+cnmc = config_module("cnmc")
+
+
+@pytest.mark.parametrize("model", cnmc.MODELS)
+def test_cnmc_protocol(model):
+  """The real C-NMC experiments: subject cross-validation, cell crop, stain jitter, from scratch."""
+  folds = [cnmc.get_config(f"{model},fold={k}") for k in (0, 1)]
+  for k, c in enumerate(folds):
+    assert c.data.dataset == "cnmc2019" and c.data.builder_config == "verified" and c.data.dedup
+    assert c.data.split.protocol == "subject_cv" and c.data.split.fold == k and c.data.split.num_folds == 0
+    assert c.data.resize == "cell_crop" and c.data.image_size == 75 and c.data.augment.hed_sigma == 0.05
+    assert c.data.max_cells_per_subject == 100 and not c.model.pretrained.enabled
+  assert folds[0].name != folds[1].name
+  # Only the fold differs between the folds of one experiment (leukojax.cv checks the same).
+  a, b = folds[0].to_dict(), folds[1].to_dict()
+  a["data"]["split"].pop("fold"), b["data"]["split"].pop("fold"), a.pop("name"), b.pop("name")
+  assert a == b
+  assert cnmc.get_config(f"{model},hed=0").data.augment.hed_sigma == 0.0
+  full = cnmc.get_config(f"{model},all_subjects")
+  assert full.data.split.protocol == "paper_random" and tuple(full.data.split.fractions) == (0.85, 0.15, 0.0)
+  expected = {"hybrid": ("vgg16", "inception_v3", "xception"), "allnet": ("vgg16", "inception_v3", "resnet50")}
+  if model in expected:
+    assert tuple(folds[0].model.backbones) == expected[model]
+  else:
+    assert folds[0].model.name == model

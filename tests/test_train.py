@@ -48,7 +48,8 @@ def test_smoke_trains_end_to_end_and_loss_decreases(smoke_run):
   assert history[-1]["train/loss"] < history[0]["train/loss"]
   report = json.loads((workdir / "report.json").read_text())
   test = report["splits"]["test"]
-  assert report["protocol"] == "subject" and report["model"] == "hybrid"
+  assert report["protocol"] == "subject_cv" and report["model"] == "hybrid"
+  assert test["n_subjects"] == 4  # fold 0 of the real sample: one healthy and three ALL subjects
   assert test["TP"] + test["TN"] + test["FP"] + test["FN"] == test["n"] > 0
   for key in ("accuracy", "sensitivity", "specificity", "PPV", "NPV", "AUC", "F1", "isbi_weighted_f1",
               "balanced_accuracy", "prevalence", "threshold"):
@@ -63,9 +64,9 @@ def test_checkpoints_keep_best_and_latest(smoke_run):
   from leukojax.checkpointing import Checkpointer
 
   workdir, _ = smoke_run
-  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
+  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="loss")  # the smoke config's metric
   history = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
-  best_epoch = max(history, key=lambda h: (h["val/accuracy"], -h["step"]))
+  best_epoch = min(history, key=lambda h: (h["val/loss"], h["step"]))
   assert ckpt.best_step() == best_epoch["step"]
   assert ckpt.latest_step() == history[-1]["step"]
   assert set(ckpt.manager.all_steps()) == {best_epoch["step"], history[-1]["step"]}

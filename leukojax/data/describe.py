@@ -20,6 +20,8 @@ def describe_splits(pipeline: Pipeline) -> str:
   for split, d in s["splits"].items():
     subjects = str(d["subjects"]) if s["has_subjects"] else "-"
     lines.append(f"{split:<8}{d['images']:>8}{subjects:>10}  " + "  ".join(f"{c:>12}" for c in d["per_class"]))
+  if s["has_subjects"] and s.get("test_subjects"):
+    lines.append(f"test subjects: {', '.join(s['test_subjects'])}")
   balanced = s["train_balanced_per_class"]
   lines.append(f"{'train*':<8}{sum(balanced):>8}{'':>10}  " + "  ".join(f"{c:>12}" for c in balanced))
   lines.append(
