@@ -17,10 +17,10 @@ mkdir -p "$OUT/logs"
 timed() {  # timed NAME COMMAND...: runs once (skipped when its report exists), logs the wall time
   local name=$1; shift
   if [[ -f "$OUT/$name/report.json" ]]; then echo "skip $name (done)"; return; fi
-  echo "run  $name: $*" | tee -a "$OUT/logs/$name.log"
+  echo "run  $name (commit $(git rev-parse --short HEAD)): $*" | tee -a "$OUT/logs/$name.log"
   local start=$SECONDS
   "$@" >> "$OUT/logs/$name.log" 2>&1
-  echo "wall_s $((SECONDS - start)) commit $(git rev-parse --short HEAD)" | tee -a "$OUT/logs/$name.log"
+  echo "wall_s $((SECONDS - start))" | tee -a "$OUT/logs/$name.log"
 }
 
 train() {  # train CONFIG_ARG NAME
@@ -35,7 +35,7 @@ for model in hybrid xception vgg16 inception_v3 allnet; do
   for fold in 0 1; do train "$model,fold=$fold" "${model}_fold$fold"; done
 done
 for fold in 0 1; do train "xception,fold=$fold,hed=0" "xception_nohed_fold$fold"; done
-train "hybrid,all_subjects" hybrid_all
+for model in hybrid xception vgg16 inception_v3 allnet; do train "$model,all_subjects" "${model}_all"; done
 
 for model in features hybrid xception vgg16 inception_v3 allnet xception_nohed; do
   if [[ -f "$OUT/${model}_fold0/report.json" && -f "$OUT/${model}_fold1/report.json" ]]; then
