@@ -6,6 +6,12 @@ threshold of the run by default (`--threshold 0.5` for the papers' one). Folders
 recursively for images; files that cannot be read are reported by name and skipped. `--split`
 predicts a split of the run's dataset instead (C-NMC: `final_test`, `prelim_test`, `fold_k`), and
 `--isbi` writes the ISBI 2019 challenge submission for the final test (leukojax.prediction).
+
+C-NMC runs also score the user's own labelled cells: `python -m leukojax.predict --workdir W DIR`
+reads each cell's subject and class from its `UID_<subject>_..._<all|hem>.bmp` name (flat, or in
+`all/` and `hem/` folders) or, for test-phase `<n>.bmp` names, from the official label CSV beside the
+folder or given with `--labels`; the CSV gains `subject_id,true_label`, and `<csv stem>_scores.json`
+and `.md` (printed too) hold accuracy and weighted F1 pooled and per subject (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ _THRESHOLD = flags.DEFINE_string("threshold", "val", "'val' (chosen on the valid
 _TTA = flags.DEFINE_bool("tta", False, "Average over the 8 dihedral transforms.")
 _WITH_DATA = flags.DEFINE_bool("with_data", False, "Load the run's dataset for image paths too (only needed "
                                "to choose a threshold on val when report.json has none for this checkpoint).")
+_LABELS = flags.DEFINE_string("labels", None, "C-NMC: the label CSV of test-phase images <n>.bmp "
+                              "(C-NMC_test_prelim_phase_data_labels.csv); by default looked for beside "
+                              "the images and in the folder above.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size (default config.eval.batch_size).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override config.data.data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Override config.data.manual_dir.")
@@ -53,7 +62,7 @@ def main(argv: list[str]) -> None:
                             with_data=bool(_SPLIT.value) or _WITH_DATA.value)
   try:
     result = prediction.predict(run, paths=paths, split=_SPLIT.value, threshold=_THRESHOLD.value,
-                                use_tta=_TTA.value, batch_size=_BATCH.value)
+                                use_tta=_TTA.value, batch_size=_BATCH.value, labels_csv=_LABELS.value)
   except ValueError as error:  # bad inputs or options: the message says what to do
     sys.exit(f"leukojax.predict: {error}")
   if jax.process_index() != 0:
@@ -67,6 +76,14 @@ def main(argv: list[str]) -> None:
     print(f"Skipped {len(result.skipped)} unreadable file(s):", file=sys.stderr)
     for path, reason in result.skipped:
       print(f"  {path}: {reason}", file=sys.stderr)
+  for warning in result.warnings:
+    print(f"Warning: {warning}", file=sys.stderr)
+  scores = None if result.true_labels is None else prediction.cnmc_scores(
+      result, step=run.step, tta=_TTA.value, seen=prediction.run_subjects(_WORKDIR.value))
+  if scores is not None:  # some input has a known class (C-NMC runs only)
+    json_path, md_path = prediction.write_scores(scores, csv_path)
+    print("\n" + prediction.scores_markdown(scores))
+    print(f"Wrote the scores to {json_path} and {md_path}.")
   if _ISBI.value:
     predict_file, zip_file = prediction.write_isbi(result, _ISBI.value)
     print(f"Wrote the ISBI submission {predict_file} (upload {zip_file}).")

@@ -12,6 +12,10 @@ how public challenge entries wrote it (e.g. Prellberg & Kramer's `submission.py`
 github.com/jprellberg/isbi2019cancer reads `{i+1}.bmp` in turn and zips the 0/1 lines as
 `isbi_valid.predict`); the challenge's own instructions are no longer online, so treat the layout
 as reconstructed from those entries (docs/evaluation.md).
+
+C-NMC runs (classes `hem`, `all`) also read each input's subject and true class from the C-NMC
+names or label CSV (`leukojax.data.cnmc_names`), add them to the CSV, and score the labelled cells
+pooled and per subject (`cnmc_scores`): how a user tests a trained run on their own held-out subjects.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 from absl import logging
 from PIL import UnidentifiedImageError
 
-from leukojax import analysis, evaluation, thresholds, tta
+from leukojax import analysis, evaluation, metrics, thresholds, tta
 from leukojax.data import transforms as T
 from leukojax.data.catalog import scan_sources
 from leukojax.data.pipeline import EvalSplit
@@ -55,6 +59,12 @@ class Prediction:
   class_names: tuple[str, ...]
   skipped: list[tuple[str, str]]
   result: evaluation.SplitResult
+  # C-NMC runs only (None otherwise): per input, the subject ('' unknown), the true label
+  # (1 ALL, 0 HEM, -1 unknown) and where it came from; warnings about inputs left unlabelled.
+  subject_ids: list[str] | None = None
+  true_labels: np.ndarray | None = None
+  label_sources: list[str] | None = None
+  warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 class FileSource:
@@ -182,21 +192,39 @@ def resolve_threshold(run, spec: str, *, use_tta: bool, eval_fn, batch_size: int
   return chosen.threshold, f"chosen now on the validation split ({thresholds.CRITERIA[criterion]})"
 
 
+def is_cnmc(class_names: Sequence[str]) -> bool:
+  return tuple(class_names) == ISBI_CLASSES
+
+
 def predict(run, *, paths: Sequence[str] = (), split: str | None = None, threshold: str = "val",
-            use_tta: bool = False, batch_size: int | None = None) -> Prediction:
-  """Predicts `paths` (files or folders) or the dataset `split` with a restored `TrainedRun`."""
+            use_tta: bool = False, batch_size: int | None = None, labels_csv: str | None = None) -> Prediction:
+  """Predicts `paths` (files or folders) or the dataset `split` with a restored `TrainedRun`.
+
+  For a C-NMC run the subjects and true labels come from the file names or the label CSV
+  (`labels_csv`, else found beside the images), or from the split's own metadata.
+  """
   if bool(paths) == bool(split):
     raise ValueError("Give image paths or a dataset split, not both and not neither.")
+  cnmc = is_cnmc(run.pipeline.class_names)
+  if labels_csv and (split or not cnmc):
+    what = "--split" if split else f"a run of classes {tuple(run.pipeline.class_names)}"
+    raise ValueError(f"--labels gives the classes of C-NMC test-phase images (1.bmp, ...): it applies to image "
+                     f"paths of a C-NMC run, not to {what}. Drop --labels.")
   batch_size = batch_size or run.config.eval.batch_size
   eval_fn = tta.make_tta_eval_fn(run.graphs, np.ones(run.pipeline.num_classes, np.float32)) if use_tta \
       else run.eval_fn
   skipped: list[tuple[str, str]] = []
+  truth, warnings = None, []
   if split:
     source = dataset_split(run, split, batch_size)
   else:
     files, skipped = readable_images(expand_paths(paths), run.config.data.read_threads)
     if not files:
       raise ValueError("No readable image among the inputs: " + "; ".join(f"{p} ({r})" for p, r in skipped))
+    if cnmc:  # before the model runs: a contradictory name fails at once
+      # Imported here: it loads the TFDS builder (and TFDS), which other runs' predictions never need.
+      from leukojax.data import cnmc_names  # pylint: disable=g-import-not-at-top
+      truth, warnings = cnmc_names.read_truth(files, labels_csv)
     source = file_split(run, files, batch_size)
   result = evaluation.evaluate_split(eval_fn, run.state, source, run.mesh, batch_size, run.pipeline.class_names)
   probs = np.asarray(result.probs)
@@ -206,28 +234,176 @@ def predict(run, *, paths: Sequence[str] = (), split: str | None = None, thresho
     labels = (probs.reshape(-1) >= value).astype(int)
   else:
     value, where, labels = None, "arg-max", probs.argmax(axis=1)
+  extra = {}
+  if cnmc and truth is not None:  # file inputs: evaluation keeps the input order
+    extra = dict(subject_ids=[t.subject_id for t in truth], true_labels=np.array([t.label for t in truth], int),
+                 label_sources=[t.source for t in truth], warnings=warnings)
+  elif cnmc:  # a dataset split: its metadata
+    known = np.asarray(result.labels, int)
+    extra = dict(subject_ids=[_text(s) for s in result.metadata["subject_id"]], true_labels=known,
+                 label_sources=[f"dataset split {split}" if k >= 0 else "" for k in known])
   return Prediction(file_names=names, probs=probs, labels=labels, threshold=value, threshold_source=where,
-                    class_names=tuple(run.pipeline.class_names), skipped=skipped, result=result)
+                    class_names=tuple(run.pipeline.class_names), skipped=skipped, result=result, **extra)
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def write_csv(prediction: Prediction, path: str) -> str:
   """`file,probability,label,class`: P(positive) for binary (P of the predicted class and one
-  `p_<class>` column per class for multi-class), the predicted index and its name."""
+  `p_<class>` column per class for multi-class), the predicted index and its name. C-NMC runs add
+  `subject_id,true_label` after these ('' and -1 where unknown), so existing readers keep working."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   binary = analysis.is_binary(prediction.probs)
   names = prediction.class_names
+  truth = prediction.subject_ids is not None
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["file", "probability", "label", "class"] + ([] if binary else [f"p_{c}" for c in names]))
+    writer.writerow(["file", "probability", "label", "class"] + ([] if binary else [f"p_{c}" for c in names])
+                    + (["subject_id", "true_label"] if truth else []))
     for i, file_name in enumerate(prediction.file_names):
       label = int(prediction.labels[i])
       if binary:
-        writer.writerow([file_name, f"{float(prediction.probs.reshape(-1)[i]):.6f}", label, names[label]])
+        writer.writerow([file_name, f"{float(prediction.probs.reshape(-1)[i]):.6f}", label, names[label]]
+                        + ([prediction.subject_ids[i], int(prediction.true_labels[i])] if truth else []))
       else:
         row = prediction.probs[i]
         writer.writerow([file_name, f"{float(row[label]):.6f}", label, names[label],
                          *(f"{float(p):.6f}" for p in row)])
   return path
+
+
+# --- scores of the C-NMC cells whose class is known --------------------------------------------------
+
+# (key in the JSON, row name, the cells it is computed over: None all, 1 the ALL cells, 0 the HEM cells)
+_POOLED_ROWS = (("accuracy", "Accuracy", None), ("weighted_f1", "Weighted F1 (ISBI 2019 score)", None),
+                ("sensitivity", "Sensitivity (ALL cells called ALL)", 1),
+                ("specificity", "Specificity (HEM cells called HEM)", 0), ("AUC", "AUC", None))
+
+
+def run_subjects(workdir: str) -> dict[str, str]:
+  """Subject -> the split of the run that held it (from W/predictions/<split>.csv, written by the
+  training report), so that scores of subjects the run trained or chose its threshold on are flagged."""
+  from leukojax.reporting import PREDICTIONS_DIR  # pylint: disable=g-import-not-at-top
+
+  out: dict[str, str] = {}
+  for split in ("train", "val", "test"):  # train first: the strongest reason to distrust a score
+    path = os.path.join(workdir, PREDICTIONS_DIR, f"{split}.csv")
+    if os.path.exists(path):
+      with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+          if row.get("subject_id"):
+            out.setdefault(row["subject_id"], split)
+  return out
+
+
+def _finite(value: Any) -> Any:
+  """JSON has no NaN: an undefined figure (the AUC of one class) is null."""
+  return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def cnmc_scores(prediction: Prediction, *, step: int | None = None, tta: bool = False,
+                seen: dict[str, str] | None = None) -> dict[str, Any] | None:
+  """Pooled and per-subject scores of the cells with a known class, at the threshold the labels used.
+
+  None when no input has a known class. `seen` (`run_subjects`) marks subjects the run itself held.
+  """
+  if prediction.true_labels is None or not (prediction.true_labels >= 0).any():
+    return None
+  known = prediction.true_labels >= 0
+  truth = prediction.true_labels[known].astype(int)
+  probs = prediction.probs.reshape(-1)[known]
+  subjects = np.array(prediction.subject_ids, object)[known]
+  threshold, seen = float(prediction.threshold), seen or {}
+
+  def support(mask: np.ndarray) -> dict[str, int]:
+    return {"cells": int(mask.sum()), "subjects": len({s for s in subjects[mask] if s})}
+
+  pooled = {k: _finite(v) for k, v in metrics.binary_metrics(truth, probs, threshold).items()}
+  pooled["weighted_f1"] = pooled["isbi_weighted_f1"]
+  pooled.update(support(np.ones(len(truth), bool)))
+  pooled["support"] = {key: support(np.ones(len(truth), bool) if cls is None else truth == cls)
+                       for key, _, cls in _POOLED_ROWS}
+  per_subject = []
+  for sid in sorted({s for s in subjects if s}, key=_natural_key):
+    mine = subjects == sid
+    m = metrics.binary_metrics(truth[mine], probs[mine], threshold)
+    classes = set(truth[mine].tolist())
+    cls = "mixed" if len(classes) > 1 else ISBI_CLASSES[classes.pop()]
+    per_subject.append({
+        "subject_id": sid, "class": cls, "cells": int(mine.sum()), "accuracy": m["accuracy"],
+        "weighted_f1": m["isbi_weighted_f1"],
+        "accuracy_is": {"all": "sensitivity", "hem": "specificity"}.get(cls),
+        "called_all": int((probs[mine] >= threshold).sum()), "mean_prob_all": float(probs[mine].mean()),
+        "in_run_split": seen.get(sid, ""),
+    })
+  sources: dict[str, int] = {}
+  for source in np.array(prediction.label_sources, object)[known]:
+    sources[source] = sources.get(source, 0) + 1
+  notes = []
+  if any(s["accuracy_is"] for s in per_subject):
+    notes.append("A subject's cells are all of one class, so its accuracy is its sensitivity (ALL subjects) "
+                 "or its specificity (healthy subjects, HEM cells), and its weighted F1 is the F1 of that "
+                 "class alone; per-subject AUC is undefined.")
+  used = {split: [s["subject_id"] for s in per_subject if s["in_run_split"] == split] for split in ("train", "val")}
+  if used["train"] or used["val"]:
+    held = "; ".join(f"{split}: {', '.join(ids)}" for split, ids in used.items() if ids)
+    notes.append(f"Not held out: these subjects are in this run's own splits ({held}; train fitted the "
+                 "model, val chose its checkpoint and threshold; from W/predictions/). Their scores, and "
+                 "the pooled ones, are optimistic.")
+  unassigned = int((subjects == "").sum())
+  if unassigned:
+    notes.append(f"{unassigned} labelled cell(s) have no subject: they count in the pooled figures only.")
+  return {
+      "checkpoint_step": step, "tta": bool(tta), "threshold": threshold,
+      "threshold_source": prediction.threshold_source, "cells_predicted": len(prediction.file_names),
+      "cells_labelled": int(known.sum()), "cells_unlabelled": int((~known).sum()), "label_sources": sources,
+      "pooled": pooled, "subjects": per_subject, "notes": notes,
+  }
+
+
+def _fmt(value: Any) -> str:
+  return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.4f}"
+
+
+def scores_markdown(scores: dict[str, Any], title: str = "C-NMC scores") -> str:
+  """The pooled table (each figure with the cells and subjects behind it) and one row per subject."""
+  pooled = scores["pooled"]
+  sources = ", ".join(f"{n} from {s}" for s, n in scores["label_sources"].items())
+  lines = [f"# {title}", "",
+           f"Checkpoint step {scores['checkpoint_step']}, {'8-view TTA' if scores['tta'] else 'no TTA'}; "
+           f"threshold {scores['threshold']:.4f} from {scores['threshold_source']}. "
+           f"{scores['cells_labelled']} of {scores['cells_predicted']} predicted cells have a known class "
+           f"({sources}); {scores['cells_unlabelled']} without one are not scored.", "",
+           f"## Pooled over the labelled cells ({pooled['cells']} cells, {pooled['subjects']} subjects)", "",
+           "| Metric | Value | Cells | Subjects |", "| --- | --- | --- | --- |"]
+  for key, name, _ in _POOLED_ROWS:
+    n = pooled["support"][key]
+    lines.append(f"| {name} | {_fmt(pooled[key])} | {n['cells']} | {n['subjects']} |")
+  lines += ["", f"TP {pooled['TP']}, TN {pooled['TN']}, FP {pooled['FP']}, FN {pooled['FN']} (positive: ALL).",
+            "", "## Per subject", "",
+            "| Subject | Class | Cells | Accuracy | Weighted F1 | Called ALL | Mean P(ALL) | In this run |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for s in scores["subjects"]:
+    acc = _fmt(s["accuracy"]) + (f" (= {s['accuracy_is']})" if s["accuracy_is"] else "")
+    lines.append(f"| {s['subject_id']} | {s['class'].upper()} | {s['cells']} | {acc} | {_fmt(s['weighted_f1'])} | "
+                 f"{s['called_all']} | {s['mean_prob_all']:.4f} | {s['in_run_split'] or 'not seen'} |")
+  if scores["notes"]:
+    lines += [""] + [f"- {note}" for note in scores["notes"]]
+  return "\n".join(lines) + "\n"
+
+
+def write_scores(scores: dict[str, Any], csv_path: str) -> tuple[str, str]:
+  """`<csv stem>_scores.json` and `_scores.md` beside the predictions CSV; returns both paths."""
+  stem = os.path.splitext(csv_path)[0]
+  json_path, md_path = f"{stem}_scores.json", f"{stem}_scores.md"
+  with open(json_path, "w") as f:
+    json.dump({"csv": os.path.abspath(csv_path), **scores}, f, indent=2)
+    f.write("\n")
+  with open(md_path, "w") as f:
+    f.write(scores_markdown(scores, f"C-NMC scores of {os.path.basename(csv_path)}"))
+  return json_path, md_path
 
 
 def isbi_order(file_names: Sequence[str]) -> np.ndarray:
