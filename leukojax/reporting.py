@@ -77,6 +77,9 @@ def evaluate_run(*, config: ml_collections.ConfigDict, pipeline: Any, mesh: jax.
   fn = tta.make_tta_eval_fn(graphs, class_weights) if options.tta else eval_fn
   results = {}
   for name in splits_to_run(options.splits, list(pipeline.eval_splits)):
+    if not len(pipeline.eval_splits[name]):  # e.g. no test split: a run trained on every subject
+      logging.info("The %s split is empty; nothing to evaluate there.", name)
+      continue
     logging.info("Evaluating step %d on the %s split%s.", step, name, " with TTA" if options.tta else "")
     results[name] = evaluation.evaluate_split(fn, state, pipeline.eval_splits[name], mesh,
                                               config.eval.batch_size, pipeline.class_names)

@@ -159,3 +159,14 @@ def test_batch_not_divisible_by_devices_is_an_error(cnmc_manual, tmp_path):
                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert result.returncode != 0
   assert "not divisible by the 2 devices" in result.stderr + result.stdout
+
+
+def test_run_without_a_test_split_reports_train_and_val(cnmc_manual, tmp_path):
+  """`configs/cnmc.py:MODEL,all_subjects` trains on every subject: no test split to evaluate."""
+  result = run_main(tmp_path / "all", *data_flags(cnmc_manual, tmp_path / "tfds"),
+                    "--config.data.split.protocol=paper_random", "--config.data.split.fractions=(0.85,0.15,0.0)",
+                    config="configs/baselines.py:mobilenet,cnmc,smoke")
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  report = json.loads((tmp_path / "all" / "report.json").read_text())
+  assert sorted(report["splits"]) == ["train", "val"]
+  assert report["splits"]["train"]["n_images"] + report["splits"]["val"]["n_images"] == 87
