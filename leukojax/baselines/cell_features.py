@@ -30,8 +30,9 @@ MODEL_NAME = "cell_features_logreg"
 class FeatureSplit:
   """One split's features, labels and metadata (the `analysis.Predictions` protocol once scored)."""
 
-  def __init__(self, features: np.ndarray, labels: np.ndarray, metadata: Mapping[str, np.ndarray]):
-    self.features, self.labels, self.metadata = features, labels, metadata
+  def __init__(self, features: np.ndarray, keys: list[str], labels: np.ndarray,
+               metadata: Mapping[str, np.ndarray]):
+    self.features, self.keys, self.labels, self.metadata = features, keys, labels, metadata
     self.probs = np.zeros(len(labels))
     self.loss = float("nan")
 
@@ -44,7 +45,7 @@ def split_features(split: Any) -> FeatureSplit:
     rows.append(cell_features(image))
   keys = sorted(rows[0]) if rows else []
   features = np.array([[r[k] for k in keys] for r in rows], np.float64).reshape(len(rows), len(keys))
-  return FeatureSplit(np.nan_to_num(features), np.asarray(split.metadata["label"]), split.metadata)
+  return FeatureSplit(np.nan_to_num(features), keys, np.asarray(split.metadata["label"]), split.metadata)
 
 
 def make_model(seed: int) -> pipeline.Pipeline:
@@ -75,13 +76,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                  "n_resamples": options.n_resamples, "confidence": options.confidence, "seed": options.seed},
       tta=False)
   final["selected_by"] = "nothing: a logistic regression fit once on the training split"
-  coefficients = model[-1].coef_[0] / 1.0
-  keys = sorted(cell_features(np.zeros((4, 4, 3), np.uint8)))
-  final["coefficients"] = dict(sorted(zip(keys, map(float, coefficients)), key=lambda kv: -abs(kv[1])))
+  weights = zip(splits["train"].keys, map(float, model[-1].coef_[0]))  # per standardised feature
+  final["coefficients"] = dict(sorted(weights, key=lambda kv: -abs(kv[1])))
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(baseline_config.to_dict(), f, indent=2, default=str)
-  from leukojax.reporting import write_predictions  # pylint: disable=g-import-not-at-top
+  from leukojax.reporting import write_predictions  # pylint: disable=g-import-not-at-top  (imports JAX)
   final["predictions"] = write_predictions(splits, data.class_names, workdir)
   report.write_report(final, workdir)
   logging.info("Cell-feature baseline: %s", {k: v.get("isbi_weighted_f1") for k, v in analysed.items()})
