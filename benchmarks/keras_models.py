@@ -27,7 +27,7 @@ import numpy as np
 from leukojax.models.backbones import PREPROCESSING_MODE
 from leukojax.models.classifier import PAPER_HEADS
 from leukojax.models.hybrid import HYBRID_TAPS
-from leukojax.preprocessing import CAFFE_MEAN_BGR
+from leukojax.models.preprocessing import CAFFE_MEAN_BGR
 
 APPLICATIONS = {
     "vgg16": "VGG16", "vgg19": "VGG19", "inception_v3": "InceptionV3", "xception": "Xception",

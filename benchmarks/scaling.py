@@ -28,7 +28,7 @@ def worker(args: argparse.Namespace) -> None:
   Compile times are not the point here, so the project's persistent cache makes reruns quick.
   """
   common.setup_environment("cpu", compile_cache=common.PROJECT_CACHE)
-  from leukojax import distributed
+  from leukojax.runtime import distributed
 
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
   import jax

@@ -1,7 +1,7 @@
 """Train-step throughput of LeukoJAX against Keras 3, interleaved, on the same synthetic batch.
 
-LeukoJAX: the real step of `leukojax.train` (state from `train.create_train_state`, compiled by
-`train._compile_train_step`: `steps.train_step` under `jax.jit` with the mesh's shardings and the
+LeukoJAX: the real step of the train loop (state from `state.create_train_state`, compiled by
+`loop._compile_train_step`: `steps.train_step` under `jax.jit` with the mesh's shardings and the
 state donated), fed a host batch through `sharding.global_batch` every step as the train loop is.
 Keras: the model of `benchmarks.keras_models`, compiled with the same optimiser, its own
 `train_step` jitted exactly as `make_train_function` does (`jax.jit(model.train_step,
@@ -46,7 +46,7 @@ def synthetic_batch(config, seed: int = 0) -> dict[str, Any]:
   """A host batch as the pipeline delivers it: pixels in [0, 255] put through the config's mode."""
   import numpy as np
 
-  from leukojax.preprocessing import preprocess_input
+  from leukojax.models.preprocessing import preprocess_input
 
   rng = np.random.default_rng(seed)
   b, s = config.train.global_batch_size, config.data.image_size
@@ -56,24 +56,24 @@ def synthetic_batch(config, seed: int = 0) -> dict[str, Any]:
 
 
 class LeukojaxRunner:
-  """Builds the train state and compiles the step exactly as `train.train_and_evaluate` does."""
+  """Builds the train state and compiles the step exactly as `training.loop.train` does."""
 
   def __init__(self, config, host_batch: dict[str, Any], steps_per_epoch: int = 100):
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from leukojax import sharding, train
+    from leukojax.training import loop, sharding, state as state_lib
 
     self.jax, self.sharding, self.host_batch = jax, sharding, host_batch
     self.mesh = sharding.create_mesh(config.mesh.fsdp)
     sharding.check_batch_size(config.train.global_batch_size, self.mesh)
     pipeline = types.SimpleNamespace(num_classes=2, steps_per_epoch=steps_per_epoch)
-    self.graphs, self.state, shardings, tx, _ = train.create_train_state(config, pipeline, self.mesh,
-                                                                          load_weights=False)
+    self.graphs, self.state, shardings, tx, _ = state_lib.create_train_state(config, pipeline, self.mesh,
+                                                                               load_weights=False)
     batch = sharding.global_batch(host_batch, self.mesh)
     start = time.perf_counter()
-    self.step = train._compile_train_step(  # pylint: disable=protected-access
+    self.step = loop._compile_train_step(  # pylint: disable=protected-access
         self.state, batch, graphdef=self.graphs.train, frozen=False, tx=tx,
         class_weights=jnp.asarray(np.ones(2, np.float32)), state_shardings=shardings,
         batch_shard=sharding.batch_sharding(self.mesh), mesh=self.mesh)

@@ -30,5 +30,10 @@ def main(argv: list[str]) -> None:
         f"{final['splits'].get('test', {}).get('isbi_weighted_f1', float('nan')):.4f}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (pyproject.toml [project.scripts])."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -7,27 +7,32 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from leukojax import cli
+from leukojax.runtime import startup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/hybrid.py:sample.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; default workdirs/<config.name>. "
                                "Rerunning on a workdir with checkpoints resumes.")
-cli.define_distributed_flags()
+startup.define_distributed_flags()
 flags.mark_flags_as_required(["config"])
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from leukojax import train  # after flag parsing: importing JAX must not start devices
+  from leukojax.evaluation import training_run  # after flag parsing: importing JAX must not start devices
 
-  cli.start_jax()
+  startup.start_jax()
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
   logging.info("Config %s, workdir %s.", config.name, workdir)
-  train.train_and_evaluate(config, workdir)
+  training_run.train_and_evaluate(config, workdir)
+
+
+def run() -> None:
+  """Console-script entry point (pyproject.toml [project.scripts])."""
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

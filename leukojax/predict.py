@@ -16,12 +16,11 @@ and `.md` (printed too) hold accuracy and weighted F1 pooled and per subject (do
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
 
-from leukojax import cli
+from leukojax.runtime import startup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints/).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (validation-selected), 'latest' or a step.")
@@ -38,57 +37,38 @@ _LABELS = flags.DEFINE_string("labels", None, "C-NMC: the label CSV of test-phas
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size (default config.eval.batch_size).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override config.data.data_dir.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Override config.data.manual_dir.")
-cli.define_distributed_flags()
+startup.define_distributed_flags()
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv: list[str]) -> None:
-  import jax  # pylint: disable=g-import-not-at-top  (after flag parsing, as leukojax.main)
-
-  from leukojax import prediction, reporting, trained
-
   paths = argv[1:]
   if bool(paths) == bool(_SPLIT.value):
     raise app.UsageError("Give image files or folders, or --split NAME (not both).")
-  cli.start_jax()
+  from leukojax.data.errors import DataError  # after flag parsing, as leukojax.main
+  from leukojax.evaluation import predict_run, prediction, restore
+
+  startup.start_jax()
+  try:
+    checkpoint = restore.parse_checkpoint(_CHECKPOINT.value)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
   overrides = {k: v for k, v in (("data.data_dir", _DATA_DIR.value), ("data.manual_dir", _MANUAL_DIR.value))
                if v}
   try:
-    checkpoint = reporting.parse_checkpoint(_CHECKPOINT.value)
-  except ValueError as error:
-    raise app.UsageError(str(error)) from None
-  # New images need only the saved statistics; a dataset split needs the dataset.
-  run = trained.restore_run(_WORKDIR.value, checkpoint, overrides,
-                            with_data=bool(_SPLIT.value) or _WITH_DATA.value)
-  try:
-    result = prediction.predict(run, paths=paths, split=_SPLIT.value, threshold=_THRESHOLD.value,
-                                use_tta=_TTA.value, batch_size=_BATCH.value, labels_csv=_LABELS.value)
-  except ValueError as error:  # bad inputs or options: the message says what to do
+    predict_run.predict_workdir(
+        _WORKDIR.value, paths=paths, split=_SPLIT.value, checkpoint=checkpoint, overrides=overrides,
+        out=_OUT.value, isbi_path=_ISBI.value, threshold=_THRESHOLD.value, tta=_TTA.value,
+        with_data=_WITH_DATA.value, batch_size=_BATCH.value, labels_csv=_LABELS.value)
+  except (prediction.PredictionError, DataError) as error:  # bad inputs or options: the message says what to do
     sys.exit(f"leukojax.predict: {error}")
-  if jax.process_index() != 0:
-    return
-  default = "predictions.csv" if not _SPLIT.value else f"predictions_{_SPLIT.value}.csv"
-  csv_path = prediction.write_csv(result, _OUT.value or os.path.join(_WORKDIR.value, default))
-  print(f"Wrote {len(result.file_names)} predictions to {csv_path} (step {run.step}, threshold "
-        f"{'arg-max' if result.threshold is None else f'{result.threshold:.4f}'} from {result.threshold_source}"
-        f"{', TTA' if _TTA.value else ''}).")
-  if result.skipped:
-    print(f"Skipped {len(result.skipped)} unreadable file(s):", file=sys.stderr)
-    for path, reason in result.skipped:
-      print(f"  {path}: {reason}", file=sys.stderr)
-  for warning in result.warnings:
-    print(f"Warning: {warning}", file=sys.stderr)
-  scores = None if result.true_labels is None else prediction.cnmc_scores(
-      result, step=run.step, tta=_TTA.value, seen=prediction.run_subjects(_WORKDIR.value))
-  if scores is not None:  # some input has a known class (C-NMC runs only)
-    json_path, md_path = prediction.write_scores(scores, csv_path)
-    print("\n" + prediction.scores_markdown(scores))
-    print(f"Wrote the scores to {json_path} and {md_path}.")
-  if _ISBI.value:
-    predict_file, zip_file = prediction.write_isbi(result, _ISBI.value)
-    print(f"Wrote the ISBI submission {predict_file} (upload {zip_file}).")
   logging.info("Done.")
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (pyproject.toml [project.scripts])."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

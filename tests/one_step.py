@@ -12,11 +12,11 @@ import functools
 import numpy as np
 from absl import app, flags
 
-from leukojax import cli
+from leukojax.runtime import startup
 
 _OUT = flags.DEFINE_string("out", None, "Where process 0 writes loss and parameters (.npz).")
 _FSDP = flags.DEFINE_integer("fsdp", 1, "Size of the mesh's fsdp axis.")
-cli.define_distributed_flags()
+startup.define_distributed_flags()
 
 GLOBAL_BATCH = 16  # at 8 the late 1x1 BatchNorm maps amplify float32 reduction noise past 1e-5
 IMAGE_SIZE = 32
@@ -24,7 +24,7 @@ IMAGE_SIZE = 32
 
 def main(argv):
   del argv
-  from leukojax import distributed
+  from leukojax.runtime import distributed
 
   flag_values = flags.FLAGS
   distributed.initialize(flag_values.coordinator_address, flag_values.num_processes,
@@ -33,8 +33,9 @@ def main(argv):
   import jax.numpy as jnp
   from flax import nnx
 
-  from leukojax import optim, sharding, steps
-  from leukojax.config_defaults import base_config
+  from leukojax.training import optimizer, sharding, steps
+  from leukojax.training import state as state_lib
+  from leukojax.configs.base import base_config
   from leukojax.models import factory
 
   config = base_config()
@@ -46,10 +47,10 @@ def main(argv):
   config.train.optimizer = "sgd"  # update proportional to the gradient: Adam's first step is
   # lr * sign(g), which turns float noise in near-zero gradients into differences of 2 * lr
   model = factory.create_model(config.model, image_size=IMAGE_SIZE, num_outputs=1, rngs=nnx.Rngs(0))
-  graphs, params, model_state = steps.split_model(model)
-  tx = optim.make_optimizer(config.train, optim.make_schedule(config.train, steps_per_epoch=10))
-  state = steps.TrainState(params=params, model_state=model_state, opt_state=tx.init(params),
-                           step=jnp.zeros((), jnp.int32))
+  graphs, params, model_state = state_lib.split_model(model)
+  tx = optimizer.make_optimizer(config.train, optimizer.make_schedule(config.train, steps_per_epoch=10))
+  state = state_lib.TrainState(params=params, model_state=model_state, opt_state=tx.init(params),
+                               step=jnp.zeros((), jnp.int32))
 
   mesh = sharding.create_mesh(_FSDP.value)
   sharding.check_batch_size(GLOBAL_BATCH, mesh)

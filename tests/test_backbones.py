@@ -23,7 +23,7 @@ from flax import nnx
 from keras.src.initializers import random_initializers
 from keras.src.legacy.saving import legacy_h5_format
 
-from leukojax import preprocessing
+from leukojax.models import preprocessing
 from leukojax.models import backbones
 from leukojax.models.keras_weights import load_keras_weights
 

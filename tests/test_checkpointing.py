@@ -4,7 +4,7 @@ import grain
 import numpy as np
 import pytest
 
-from leukojax.checkpointing import Checkpointer, metric_mode
+from leukojax.training.checkpoints import Checkpointer, metric_mode
 
 
 def test_metric_mode():

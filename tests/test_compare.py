@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from leukojax import compare
+from leukojax.evaluation import comparison as compare
 
 
 def _write(path, model, split_values, unit="image"):

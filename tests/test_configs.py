@@ -2,21 +2,20 @@
 
 import pytest
 
-from leukojax.config_defaults import BACKBONE_NAMES, config_module
-
-taleqani = config_module("taleqani")
+from leukojax.configs import baselines, cnmc, hybrid, taleqani
+from leukojax.configs.base import BACKBONE_NAMES
 
 
 @pytest.mark.parametrize("variant", [None, "paper", "official", "allnet", "sample", "smoke"])
 def test_hybrid_variants_build(variant):
-  c = config_module("hybrid").get_config(variant)
+  c = hybrid.get_config(variant)
   assert c.model.name == "hybrid" and c.train.epochs > 0 and c.data.image_size >= 75
 
 
 @pytest.mark.parametrize("backbone", BACKBONE_NAMES)
 def test_baseline_variants_build(backbone):
   for variant in (backbone, f"{backbone},four_class", f"{backbone},pretrained"):
-    c = config_module("baselines").get_config(variant)
+    c = baselines.get_config(variant)
     assert c.model.name == backbone
 
 
@@ -44,10 +43,10 @@ def test_unknown_names_are_errors():
   with pytest.raises(ValueError, match="Unknown model"):
     taleqani.get_config("alexnet")
   with pytest.raises(ValueError, match="Unknown hybrid variant"):
-    config_module("hybrid").get_config("tiny")
+    hybrid.get_config("tiny")
 
 
-cnmc = config_module("cnmc")
+cnmc = cnmc
 
 
 @pytest.mark.parametrize("model", cnmc.MODELS)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from leukojax import cv
+from leukojax.evaluation import cross_validation as cv
 from leukojax.baselines import cell_features
-from leukojax.config_defaults import config_module
+from leukojax.configs import hybrid
 from tests.conftest import REPO
 
 SUBJECTS = {"2", "16", "30", "34", "44", "51", "H10", "H14"}
@@ -22,7 +22,7 @@ def folds(tmp_path_factory):
   base = tmp_path_factory.mktemp("cv")
   out = []
   for fold in (0, 1):
-    config = config_module("hybrid").get_config("sample")
+    config = hybrid.get_config("sample")
     config.data.data_dir = str(base / "tfds")
     config.data.split.fold = fold
     cell_features.run(config, str(base / f"features_fold{fold}"))

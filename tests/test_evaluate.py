@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from leukojax import prediction, reporting, sharding, steps, train, trained, tta
-from leukojax.config_defaults import config_module
+from leukojax.evaluation import inference, isbi, prediction, restore, run_evaluation, tta
+from leukojax.training import inputs, sharding, state as state_lib
+from leukojax.configs import baselines
 from leukojax.data.synthetic_cnmc import write_synthetic_cnmc
 from tests.conftest import REPO, SAMPLE_MANUAL_DIR
 
@@ -41,8 +42,8 @@ class _Toy(nnx.Module):
 
 def _toy_state(outputs: int, invariant: bool):
   graphdef, params, rest = nnx.split(_Toy(outputs, invariant), nnx.Param, ...)
-  graphs = steps.ModelGraphs(train=graphdef, frozen=graphdef, eval=graphdef)
-  return graphs, steps.TrainState(params=params, model_state=rest, opt_state=None, step=jnp.zeros((), jnp.int32))
+  graphs = state_lib.ModelGraphs(train=graphdef, frozen=graphdef, eval=graphdef)
+  return graphs, state_lib.ModelVariables(params=params, model_state=rest)
 
 
 def _batch(n=4, size=6):
@@ -62,8 +63,8 @@ def test_dihedral_views_are_the_eight_rotations_and_mirror_images():
 def test_tta_of_a_rotation_invariant_model_equals_no_tta(outputs):
   graphs, state = _toy_state(outputs, invariant=True)
   batch = _batch()
-  plain = train.make_eval_fn(graphs, np.ones(max(outputs, 2), np.float32))(state, batch)
-  averaged = tta.make_tta_eval_fn(graphs, np.ones(max(outputs, 2), np.float32))(state, batch)
+  plain = inference.make_eval_fn(graphs)(state, batch)
+  averaged = tta.make_tta_eval_fn(graphs)(state, batch)
   np.testing.assert_allclose(averaged["probs"], plain["probs"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(averaged["loss_sum"], plain["loss_sum"], rtol=1e-5)
 
@@ -71,11 +72,11 @@ def test_tta_of_a_rotation_invariant_model_equals_no_tta(outputs):
 def test_tta_averages_the_probabilities_of_the_eight_views_of_any_model():
   graphs, state = _toy_state(1, invariant=False)
   batch = _batch()
-  eval_fn = train.make_eval_fn(graphs, np.ones(2, np.float32))
+  eval_fn = inference.make_eval_fn(graphs)
   views = [np.rot90(batch["image"], k, axes=(1, 2)) for k in range(4)]
   views += [v[:, :, ::-1] for v in views]
   manual = np.mean([eval_fn(state, {**batch, "image": np.ascontiguousarray(v)})["probs"] for v in views], axis=0)
-  averaged = tta.make_tta_eval_fn(graphs, np.ones(2, np.float32))(state, batch)["probs"]
+  averaged = tta.make_tta_eval_fn(graphs)(state, batch)["probs"]
   np.testing.assert_allclose(averaged, manual, rtol=1e-5, atol=1e-6)
   assert not np.allclose(averaged, eval_fn(state, batch)["probs"], atol=1e-4)  # the views do differ
 
@@ -114,12 +115,12 @@ def test_evaluate_cli_with_tta_writes_beside_the_training_report(sample_run):
 
 
 def test_checkpoint_choices_and_splits_are_checked():
-  assert [reporting.parse_checkpoint(v) for v in ("best", "latest", "120")] == ["best", "latest", 120]
+  assert [restore.parse_checkpoint(v) for v in ("best", "latest", "120")] == ["best", "latest", 120]
   with pytest.raises(ValueError, match="'best', 'latest' or a step number"):
-    reporting.parse_checkpoint("newest")
-  assert reporting.splits_to_run(["test", "train", "test"], ["val", "test", "train"]) == ["val", "test", "train"]
+    restore.parse_checkpoint("newest")
+  assert run_evaluation.splits_to_run(["test", "train", "test"], ["val", "test", "train"]) == ["val", "test", "train"]
   with pytest.raises(ValueError, match=r"Unknown split\(s\) \['tset'\]"):
-    reporting.splits_to_run(["tset"], ["val", "test", "train"])
+    run_evaluation.splits_to_run(["tset"], ["val", "test", "train"])
 
 
 @pytest.mark.xdist_group("sample_run")  # the fixture is built once per worker
@@ -155,7 +156,7 @@ def cnmc_run(tmp_path_factory):
   base = tmp_path_factory.mktemp("cnmc_eval")
   written = write_synthetic_cnmc(base / "manual", subjects_per_class=3, cells_per_subject=2,
                                  final_subjects=2, final_cells_per_subject=3, seed=1)
-  config = config_module("baselines").get_config("mobilenet,cnmc,smoke")
+  config = baselines.get_config("mobilenet,cnmc,smoke")
   config.data.manual_dir = str(base / "manual" / "C-NMC_Leukemia")
   config.data.data_dir = str(base / "tfds")
   config.data.builder_config = "unverified"  # a stand-in, not the official files
@@ -163,25 +164,23 @@ def cnmc_run(tmp_path_factory):
   workdir = base / "work"
   workdir.mkdir()
   mesh = sharding.create_mesh(config.mesh.fsdp)
-  pipeline = train.pipeline_for(config, str(workdir))
-  graphs, state, _, _, _ = train.create_train_state(config, pipeline, mesh, load_weights=False)
+  pipeline = inputs.pipeline_for(config, str(workdir))
+  graphs, state, _, _, _ = state_lib.create_train_state(config, pipeline, mesh, load_weights=False)
   # The head starts at zero (every probability 0.5): perturb every weight, as training would.
   leaves, treedef = jax.tree.flatten(state.params)
   keys = jax.random.split(jax.random.key(0), len(leaves))
   noisy = [p + 0.2 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)]
   state = state.replace(params=jax.tree.unflatten(treedef, noisy))
-  eval_fn = train.make_eval_fn(graphs, train.loss_class_weights(config, pipeline))
-  run = trained.TrainedRun(workdir=str(workdir), config=config, pipeline=pipeline, mesh=mesh, graphs=graphs,
-                           state=state, step=0, checkpoint="latest", eval_fn=eval_fn)
+  variables = state_lib.ModelVariables(params=state.params, model_state=state.model_state)
+  run = restore.TrainedRun(workdir=str(workdir), config=config, pipeline=pipeline, mesh=mesh, graphs=graphs,
+                           variables=variables, step=0, checkpoint="latest", eval_fn=inference.make_eval_fn(graphs))
   return run, written
 
 
 def test_cnmc_report_bootstraps_subjects_and_reports_patients(cnmc_run):
   run, _ = cnmc_run
-  options = reporting.options_from_config(run.config, n_resamples=200)
-  final = reporting.evaluate_run(config=run.config, pipeline=run.pipeline, mesh=run.mesh, graphs=run.graphs,
-                                 state=run.state, eval_fn=run.eval_fn, class_weights=np.ones(2), step=0,
-                                 checkpoint="latest", workdir=run.workdir, options=options)
+  options = run_evaluation.options_from_config(run.config, n_resamples=200)
+  final = run_evaluation.evaluate_run(run, options=options)
   assert final["bootstrap"]["unit"] == "subject" and final["protocol"] == "subject"
   test = final["splits"]["test"]
   subjects = {s.decode() for s in run.pipeline.eval_splits["test"].metadata["subject_id"]}
@@ -205,11 +204,11 @@ def test_isbi_file_lists_final_test_images_in_numeric_order(cnmc_run, tmp_path):
   assert np.ptp(first.probs) > 0  # distinct scores, so the order check below can fail
   median = str(float(np.median(first.probs)))  # both labels occur at this threshold
   from_split = prediction.predict(run, split="final_test", threshold=median)
-  path, zip_path = prediction.write_isbi(from_split, str(tmp_path / prediction.ISBI_FILE))
+  path, zip_path = isbi.write_isbi(from_split, str(tmp_path / isbi.ISBI_FILE))
   lines = pathlib.Path(path).read_text().splitlines()
   assert len(lines) == len(written["final_test_truth"]) and set(lines) == {"0", "1"}
   with zipfile.ZipFile(zip_path) as z:
-    assert z.namelist() == [prediction.ISBI_FILE] and z.read(prediction.ISBI_FILE).decode().splitlines() == lines
+    assert z.namelist() == [isbi.ISBI_FILE] and z.read(isbi.ISBI_FILE).decode().splitlines() == lines
   # The same images predicted as files from the folder: line k is the prediction for k.bmp.
   folder = pathlib.Path(run.config.data.manual_dir) / "testing_data" / "C-NMC_test_final_phase_data"
   from_files = prediction.predict(run, paths=[str(folder)], threshold=median)
@@ -225,16 +224,16 @@ def _prediction(names, labels, classes=("hem", "all"), skipped=()):
 
 
 def test_isbi_and_csv_formats_and_their_errors(tmp_path):
-  path, _ = prediction.write_isbi(_prediction(["dir/3.bmp", "1.bmp", "2.bmp"], [1, 0, 1]), str(tmp_path / "a"))
+  path, _ = isbi.write_isbi(_prediction(["dir/3.bmp", "1.bmp", "2.bmp"], [1, 0, 1]), str(tmp_path / "a"))
   assert pathlib.Path(path).read_text() == "0\n1\n1\n"
   with pytest.raises(ValueError, match=r"missing \[2\]"):
-    prediction.write_isbi(_prediction(["1.bmp", "3.bmp"], [1, 0]), str(tmp_path / "b"))
+    isbi.write_isbi(_prediction(["1.bmp", "3.bmp"], [1, 0]), str(tmp_path / "b"))
   with pytest.raises(ValueError, match="UID_1_1_1_all.bmp: ISBI final-test images are named"):
-    prediction.write_isbi(_prediction(["UID_1_1_1_all.bmp"], [1]), str(tmp_path / "c"))
+    isbi.write_isbi(_prediction(["UID_1_1_1_all.bmp"], [1]), str(tmp_path / "c"))
   with pytest.raises(ValueError, match="C-NMC task"):
-    prediction.write_isbi(_prediction(["1.bmp"], [1], classes=("benign", "pro_b")), str(tmp_path / "d"))
+    isbi.write_isbi(_prediction(["1.bmp"], [1], classes=("benign", "pro_b")), str(tmp_path / "d"))
   with pytest.raises(ValueError, match="unreadable: 2.bmp"):
-    prediction.write_isbi(_prediction(["1.bmp"], [1], skipped=[("2.bmp", "truncated")]), str(tmp_path / "e"))
+    isbi.write_isbi(_prediction(["1.bmp"], [1], skipped=[("2.bmp", "truncated")]), str(tmp_path / "e"))
   four = prediction.Prediction(file_names=["a.jpg"], probs=np.array([[0.1, 0.2, 0.6, 0.1]]), labels=np.array([2]),
                                threshold=None, threshold_source="arg-max",
                                class_names=("benign", "early_pre_b", "pre_b", "pro_b"), skipped=[], result=None)

@@ -19,10 +19,11 @@ from PIL import Image
 from leukojax.data import preprocess_images
 from leukojax.data.config import default_data_config
 from leukojax.data.stats import DataStats
-from leukojax.explain import agreement as agreement_lib
-from leukojax.explain import gradcam as gradcam_lib
-from leukojax.explain.lime_explainer import BatchedClassifier, LimeExplainer, probabilities
-from leukojax.explain.runner import Explainer, Options, resolve_target
+from leukojax.explanation import agreement as agreement_lib
+from leukojax.explanation import gradcam as gradcam_lib
+from leukojax.explanation.lime_explainer import BatchedClassifier, LimeExplainer
+from leukojax.models import outputs
+from leukojax.explanation.explainer import Explainer, Options, resolve_target
 from leukojax.models import layers
 from leukojax.models.classifier import BackboneClassifier
 
@@ -206,7 +207,7 @@ def test_batched_classifier_pads_to_one_compiled_batch():
   images = (np.stack([red_square_image(s) for s in range(13)]) * 255).astype(np.uint8)
   for n in (3, 8, 13):
     probs = classifier(images[:n])
-    expected = probabilities(model(jnp.asarray(images[:n], jnp.float32) / 255.0))
+    expected = outputs.class_probabilities(outputs.probabilities(model(jnp.asarray(images[:n], jnp.float32) / 255.0)))
     np.testing.assert_allclose(probs, np.asarray(expected), rtol=1e-5, atol=1e-6)
     assert probs.shape == (n, 2)
   assert classifier.compilations == 1
@@ -281,7 +282,7 @@ def test_cli_explains_a_trained_run(sample_run, tmp_path):
   result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1"))
   assert result.returncode == 1, result.stderr[-3000:]
-  assert f"Cannot read image {broken}: not an image file" in result.stderr
+  assert f"{broken} (not an image file PIL recognises); replace it" in result.stderr
   for name in ("WBC-Malignant-Pro-001.png", "WBC-Benign-001.png"):
     with Image.open(out / name) as png:
       assert png.size[0] > 2 * png.size[1]  # original | Grad-CAM | LIME side by side

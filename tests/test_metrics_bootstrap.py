@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from leukojax import analysis, bootstrap, metrics, patients, report, thresholds
-from leukojax.evaluation import SplitResult
+from leukojax.evaluation import analysis, bootstrap, metrics, patients, report, thresholds
+from leukojax.evaluation.inference import SplitResult
 
 # Ten images: TP=3 (0.9, 0.8, 0.6), FN=2 (0.3, 0.2), FP=1 (0.7), TN=4 (0.4, 0.1, 0.05, 0.45).
 LABELS = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
@@ -225,8 +225,8 @@ def test_multiclass_report_has_per_class_precision_recall_with_intervals(tmp_pat
   assert "no patient ids exist in this dataset" in md and "arg-max" in md
   assert "| early_pre_b |" in md and "AUC (one-vs-rest, macro)" in md and "Macro F1" in md
   assert "Threshold" not in md.split("## Image level")[1]
-  from leukojax import reporting  # the figures: 4x4 confusion matrices, one-vs-rest ROC and PR
-  plots = reporting.write_plots(results, final, workdir=str(tmp_path), out_dir=str(tmp_path))
+  from leukojax.evaluation import run_evaluation  # the figures: 4x4 confusion matrices, one-vs-rest ROC and PR
+  plots = run_evaluation.write_plots(results, final, workdir=str(tmp_path), out_dir=str(tmp_path))
   assert sorted(plots.values()) == sorted(f"plots/{n}.png" for n in (
       "confusion_train", "confusion_val", "confusion_test", "roc", "precision_recall"))
   assert all((tmp_path / p).read_bytes()[:4] == b"\x89PNG" for p in plots.values())

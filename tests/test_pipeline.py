@@ -9,7 +9,7 @@ import pytest
 
 from leukojax.data import build_pipeline, default_data_config, describe_splits, load_stats, preprocess_images
 from leukojax.data import transforms
-from leukojax.preprocessing import preprocess_input
+from leukojax.models.preprocessing import preprocess_input
 from tests import fake_records
 
 SIZE = 16

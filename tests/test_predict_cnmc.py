@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from leukojax import prediction
+from leukojax.evaluation import cnmc_scores, prediction
 from leukojax.data import cnmc_names, errors
 from tests.conftest import REPO, run_main
 
@@ -150,4 +150,4 @@ def test_other_tasks_keep_the_four_column_csv_and_get_no_scores(tmp_path):
                                    skipped=[], result=None)
   prediction.write_csv(taleqani, str(tmp_path / "t.csv"))
   assert (tmp_path / "t.csv").read_text().splitlines()[0] == "file,probability,label,class"
-  assert prediction.cnmc_scores(taleqani) is None
+  assert cnmc_scores.cnmc_scores(taleqani) is None

@@ -55,13 +55,16 @@ def test_smoke_trains_end_to_end_and_loss_decreases(smoke_run):
               "balanced_accuracy", "prevalence", "threshold"):
     assert key in test
   assert "sensitivity" in result.stdout  # the table is printed
-  assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "hybrid"
+  stored = json.loads((workdir / "config.json").read_text())
+  assert stored["model"]["name"] == "hybrid"
+  assert set(stored["runtime"]) >= {"LEUKOJAX_DEPTHWISE", "depthwise_implementation", "backend", "jax"}
+  assert all(h["train/lr_head"] > 0 and "train/lr_backbone" in h for h in history)  # the rates are logged
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @SMOKE
 def test_checkpoints_keep_best_and_latest(smoke_run):
-  from leukojax.checkpointing import Checkpointer
+  from leukojax.training.checkpoints import Checkpointer
 
   workdir, _ = smoke_run
   ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="loss")  # the smoke config's metric
@@ -89,7 +92,7 @@ def test_rerun_on_finished_workdir_resumes_without_training(smoke_run, cnmc_manu
 def _final_params(workdir: pathlib.Path) -> dict[str, np.ndarray]:
   import orbax.checkpoint as ocp
 
-  from leukojax.checkpointing import Checkpointer
+  from leukojax.training.checkpoints import Checkpointer
 
   ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
   step = ckpt.latest_step()

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from sklearn import linear_model, pipeline, preprocessing
 
-from leukojax import analysis, report
+from leukojax.evaluation import analysis, report
 from leukojax.data import build_pipeline
 from leukojax.data.cells import cell_features
 from leukojax.data.transforms import to_rgb_uint8
@@ -81,7 +81,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(baseline_config.to_dict(), f, indent=2, default=str)
-  from leukojax.reporting import write_predictions  # pylint: disable=g-import-not-at-top  (imports JAX)
+  from leukojax.evaluation.run_evaluation import write_predictions  # pylint: disable=g-import-not-at-top  (imports JAX)
   final["predictions"] = write_predictions(splits, data.class_names, workdir)
   report.write_report(final, workdir)
   logging.info("Cell-feature baseline: %s", {k: v.get("isbi_weighted_f1") for k, v in analysed.items()})

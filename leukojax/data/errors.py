@@ -9,9 +9,7 @@ All classes derive from `DataError(ValueError)` and take a single message argume
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
-from collections.abc import Sequence
 
 from absl import logging
 
@@ -31,7 +29,11 @@ class UnrecognizedLayoutError(DataError):
   """Files are present, but not in a folder layout the builder knows."""
 
 
-class CorruptImageError(DataError):
+class ImageReadError(DataError):
+  """An image file is missing, unreadable or not decodable (`leukojax.data.images` raises it)."""
+
+
+class CorruptImageError(ImageReadError):
   """An image cannot be decoded, is truncated, or has the wrong size or channels."""
 
 
@@ -83,46 +85,3 @@ class CorruptImageLog:
     return f"{len(self.skipped)} corrupt image(s) skipped" + (
         ": " + ", ".join(self.skipped) if self.skipped else ""
     )
-
-
-def check_image(
-    data: bytes,
-    where: str,
-    *,
-    size: tuple[int, int] | None = None,
-    formats: Sequence[str] = ("BMP", "JPEG", "PNG"),
-    convert_to_rgb: bool = False,
-):
-  """Fully decodes `data` with PIL and checks format, size and RGB channels.
-
-  Returns the decoded `PIL.Image` in RGB. Raises `CorruptImageError` naming `where`. Decoding the
-  whole image (not only the header) is what catches truncated files. `convert_to_rgb` widens
-  grey or palette images losslessly; only for builders that re-encode (stored bytes must be RGB).
-  """
-  from PIL import Image, ImageFile  # pylint: disable=g-import-not-at-top
-
-  fix = "re-download or replace the file, or build with on_corrupt='skip' to leave it out"
-  if ImageFile.LOAD_TRUNCATED_IMAGES:
-    raise CorruptImageError(
-        "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process, so truncated images would "
-        f"pass unnoticed (while reading {where}); unset it before building."
-    )
-  try:
-    image = Image.open(io.BytesIO(data))  # in memory: nothing to close
-    image.load()
-  except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
-    reason = "not an image file PIL recognises" if isinstance(
-        e, Image.UnidentifiedImageError) else f"{type(e).__name__}: {e}"
-    raise CorruptImageError(f"Cannot decode image {where} ({reason}); {fix}.") from None
-  if image.format not in formats:
-    raise CorruptImageError(
-        f"Image {where} is {image.format}, expected one of {tuple(formats)}; {fix}.")
-  if size is not None and image.size != tuple(size):
-    raise CorruptImageError(
-        f"Image {where} is {image.size[0]}x{image.size[1]} px, expected {size[0]}x{size[1]}; {fix}."
-    )
-  if convert_to_rgb and image.mode in ("L", "P"):
-    image = image.convert("RGB")
-  if image.mode != "RGB":
-    raise CorruptImageError(f"Image {where} has mode {image.mode}, expected RGB; {fix}.")
-  return image

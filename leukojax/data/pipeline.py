@@ -24,7 +24,7 @@ from leukojax.data import transforms as T
 from leukojax.data.catalog import Catalog, RowSource, scan_sources
 from leukojax.data.stats import DataStats, cached_stats, channel_stats
 from leukojax.data.views import get_view
-from leukojax.preprocessing import MODES
+from leukojax.models.preprocessing import MODES
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "test", "train")
 

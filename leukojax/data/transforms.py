@@ -7,7 +7,6 @@ ImageNet mode). docs/data.md explains the composition.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +14,8 @@ import grain
 import numpy as np
 from PIL import Image
 
-from leukojax.preprocessing import MODES, TORCH_MEAN_RGB, TORCH_STD_RGB, preprocess_input
+from leukojax.data.images import to_rgb_uint8
+from leukojax.models.preprocessing import MODES, TORCH_MEAN_RGB, TORCH_STD_RGB, preprocess_input
 
 RESIZE_MODES: tuple[str, ...] = ("resize", "center_crop", "cell_crop")
 DEFAULT_CELL_WINDOW = 340  # source px; 99.7% of C-NMC cells' boxes fit (docs/data.md)
@@ -25,23 +25,6 @@ IMAGENET_MEAN_PIXELS = tuple(255.0 * m for m in TORCH_MEAN_RGB)
 IMAGENET_STD_PIXELS = tuple(255.0 * s for s in TORCH_STD_RGB)
 TRAIN_KEYS = ("image", "label")
 EVAL_KEYS = ("image", "label", "mask", "index")
-
-
-def to_rgb_uint8(image: Any) -> np.ndarray:
-  """Returns an HxWx3 uint8 array from grey, RGB or RGBA input (or its encoded file bytes)."""
-  if isinstance(image, (bytes, np.bytes_)):
-    with Image.open(io.BytesIO(image)) as im:
-      image = im.convert("RGB")
-  image = np.asarray(image)
-  if image.ndim == 2:
-    image = image[..., None]
-  if image.shape[-1] == 1:
-    image = np.repeat(image, 3, axis=-1)
-  elif image.shape[-1] == 4:
-    image = image[..., :3]
-  if image.dtype != np.uint8:
-    image = np.clip(image, 0, 255).astype(np.uint8)
-  return image
 
 
 def crop_and_resize(

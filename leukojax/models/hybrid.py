@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from leukojax.models import backbones as backbones_lib
-from leukojax.preprocessing import preprocess_input
+from leukojax.models.preprocessing import preprocess_input
 
 # Two taps per backbone: (stride ~4 or ~8, stride 16), as the paper uses them.
 HYBRID_TAPS: dict[str, tuple[str, str]] = {
@@ -163,7 +163,7 @@ class HybridCNN(nnx.Module):
     """The fusion head on `branch_features`' output -> logits `[B, num_outputs]`.
 
     A method of its own so Grad-CAM can differentiate the logits directly w.r.t. each branch's
-    final map (`leukojax.explain.gradcam`).
+    final map (`leukojax.explanation.gradcam`).
     """
     concat1 = jnp.concatenate([
         self.tap_convs[f"{name}__{tap}"](adaptive_max_pool(taps[name][tap], self.grid))

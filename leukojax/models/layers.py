@@ -243,7 +243,7 @@ def intercept_taps(offsets: Mapping[str, jax.Array]) -> Iterator[dict[str, jax.A
   dict receives each offset activation under its key. An offset broadcasts, so a scalar 0.0 is a
   valid offset for finding the shapes (`jax.eval_shape`). Only taps whose returned value the
   backbone feeds forward are affected; a tap recorded beside the main path (e.g. inside a block)
-  receives the offset in the yielded dict but not downstream (see `leukojax.explain.gradcam`).
+  receives the offset in the yielded dict but not downstream (see `leukojax.explanation.gradcam`).
   An offset that no backbone reached is an error, so a misspelt backbone name cannot pass silently.
   """
   interception = _Interception(offsets)

@@ -37,7 +37,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from leukojax.data import errors
+from leukojax.data import errors, images
 from tfds_builders import raw_files
 
 CLASS_NAMES = ("hem", "all")  # label 1 = ALL, the positive class
@@ -220,7 +220,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         sha = hashlib.sha256(data).hexdigest()
         if verify:
           _check_sha(item, sha)
-        image = errors.check_image(data, item.file.rel, size=size, formats=("BMP",),
+        image = images.check_image(data, item.file.rel, size=size, formats=("BMP",),
                                    convert_to_rgb=True)
       except errors.CorruptImageError as e:
         log.handle(e, item.file.rel)

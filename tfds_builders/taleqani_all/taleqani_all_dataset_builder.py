@@ -22,7 +22,7 @@ from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
-from leukojax.data import errors
+from leukojax.data import errors, images
 from tfds_builders import raw_files
 
 # Folder -> label name; the order gives the label ids (benign=0 ... pro_b=3).
@@ -108,7 +108,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       where = str(path.relative_to(root))
       data = path.read_bytes()
       try:
-        errors.check_image(data, where, formats=("JPEG",))
+        images.check_image(data, where, formats=("JPEG",))
       except errors.CorruptImageError as e:
         log.handle(e, where)
         continue

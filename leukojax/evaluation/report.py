@@ -1,0 +1,225 @@
+"""The report of a run: `report.json` (every number), `report.md` (the papers' tables) and a printout.
+
+`report.md` lays the image-level results out as Helwan et al.'s table (TP, TN, FP, FN, accuracy,
+prevalence, sensitivity, specificity, PPV, NPV, AUC, F1, threshold), then the ISBI challenge's
+weighted F1 and balanced accuracy, one column per split, the confidence interval beside each
+rate, and the split protocol in every heading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+# Row order of the paper's table, then the additions.
+BINARY_ROWS = ("TP", "TN", "FP", "FN", "accuracy", "prevalence", "sensitivity", "specificity", "PPV",
+               "NPV", "AUC", "F1", "threshold", "isbi_weighted_f1", "macro_f1", "balanced_accuracy", "n")
+MULTICLASS_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "AUC", "n")
+MULTICLASS_NAMES = {"AUC": "AUC (one-vs-rest, macro)"}
+PATIENT_ROWS = ("n_subjects", "TP", "TN", "FP", "FN", "accuracy", "sensitivity", "specificity", "PPV",
+                "NPV", "AUC", "F1", "balanced_accuracy")
+ROW_NAMES = {
+    "accuracy": "Accuracy", "prevalence": "Prevalence", "sensitivity": "Sensitivity (recall)",
+    "specificity": "Specificity", "PPV": "PPV (precision)", "NPV": "NPV", "threshold": "Threshold",
+    "isbi_weighted_f1": "Weighted F1 (ISBI 2019 score)", "balanced_accuracy": "Balanced accuracy",
+    "n": "Images", "macro_f1": "Macro F1", "weighted_f1": "Weighted F1",
+    "n_subjects": "Subjects",
+}
+SPLIT_ORDER = ("train", "val", "test")
+# How the evaluated checkpoint was picked, when not by the validation metric ('best').
+SELECTION = {"latest": "nothing: the latest checkpoint", "step": "nothing: a step given on the command line"}
+NO_CI_ROWS = ("threshold", "prevalence")  # fixed by the design (stratified resampling), not estimated
+
+PROTOCOL_NOTES = {
+    "subject": "subject-disjoint (no subject in two splits)",
+    "subject_cv": ("subject-disjoint cross-validation fold: test subjects never seen in training; "
+                   "validation = held-out cells of the training subjects"),
+    "official": "subject-disjoint; test = the C-NMC preliminary test set",
+    "paper_random": "image-level random split (as the paper; cells of one subject may be in train and test)",
+}
+
+
+def protocol_note(protocol: str, dataset: str) -> str:
+  """How independent the test images are of the training images, stated beside every figure."""
+  if dataset == "taleqani_all":
+    return "image-level split; no patient ids exist in this dataset, so patient-disjoint evaluation is impossible"
+  return PROTOCOL_NOTES.get(protocol, protocol)
+
+
+def build_report(splits: Mapping[str, Mapping[str, Any]], *, step: int, checkpoint: str, protocol: str,
+                 class_names: Sequence[str], config: ml_collections.ConfigDict,
+                 threshold: Mapping[str, Any] | None, bootstrap: Mapping[str, Any], tta: bool) -> dict[str, Any]:
+  """The JSON document: `splits[name]` holds the metrics at 0.5 at top level (the paper's table)."""
+  return {
+      "model": config.model.name,
+      "dataset": config.data.dataset,
+      "task": config.data.get("task", ""),
+      "protocol": protocol,
+      "protocol_note": protocol_note(protocol, config.data.dataset),
+      "class_names": list(class_names),
+      "checkpoint_step": int(step),
+      "checkpoint": checkpoint,
+      "selected_by": SELECTION.get(checkpoint, f"validation {config.train.best_metric}"),
+      "tta": "8 dihedral transforms (rotations by 90 degrees and mirror images), averaged" if tta else "none",
+      "threshold": dict(threshold) if threshold else None,
+      "bootstrap": dict(bootstrap),
+      "splits": {name: dict(value) for name, value in _ordered(splits)},
+      "plots": {},  # filled by `run_evaluation.write_plots` on the process that writes
+  }
+
+
+def write_report(report: Mapping[str, Any], out_dir: str) -> dict[str, str]:
+  """Writes report.json and report.md into `out_dir`; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {"json": os.path.join(out_dir, "report.json"), "md": os.path.join(out_dir, "report.md")}
+  with open(paths["json"], "w") as f:
+    json.dump(report, f, indent=2, default=float)
+  with open(paths["md"], "w") as f:
+    f.write(format_markdown(report))
+  return paths
+
+
+def _ordered(splits: Mapping[str, Any]) -> list[tuple[str, Any]]:
+  names = [s for s in SPLIT_ORDER if s in splits] + [s for s in splits if s not in SPLIT_ORDER]
+  return [(name, splits[name]) for name in names]
+
+
+def _number(value: Any) -> str:
+  if isinstance(value, bool) or value is None:
+    return "" if value is None else str(value)
+  if isinstance(value, int):
+    return str(value)
+  if isinstance(value, float):
+    return "nan" if math.isnan(value) else f"{value:.4f}"
+  return str(value)
+
+
+def _cell(metrics: Mapping[str, Any], row: str) -> str:
+  """The value, and its confidence interval when the row is a rate that has one."""
+  text = _number(metrics.get(row))
+  ci = metrics.get("ci", {}).get(row)
+  if ci and not any(math.isnan(x) for x in ci) and row not in NO_CI_ROWS:
+    text += f" ({ci[0]:.4f}–{ci[1]:.4f})"
+  return text
+
+
+def _table(columns: Sequence[tuple[str, Mapping[str, Any]]], rows: Sequence[str],
+           names: Mapping[str, str] | None = None) -> list[str]:
+  names = {**ROW_NAMES, **(names or {})}
+  lines = ["| Metric | " + " | ".join(name for name, _ in columns) + " |",
+           "|---|" + "---:|" * len(columns)]
+  for row in rows:
+    if all(row not in metrics for _, metrics in columns):
+      continue
+    lines.append(f"| {names.get(row, row)} | " + " | ".join(_cell(m, row) for _, m in columns) + " |")
+  return lines
+
+
+def _binary(report: Mapping[str, Any]) -> bool:
+  return any("TP" in split for split in report["splits"].values())
+
+
+def _header(report: Mapping[str, Any]) -> list[str]:
+  boot, thr = report["bootstrap"], report.get("threshold")
+  classes = " vs ".join(report["class_names"])
+  lines = [f"# {report['model']} on {report['dataset']} ({report['task']}: {classes})", "",
+           f"- **Protocol:** {report['protocol_note']}.",
+           f"- **Checkpoint:** step {report['checkpoint_step']}, selected by {report['selected_by']}.",
+           f"- **Test-time augmentation:** {report['tta']}.",
+           f"- **Uncertainty:** {boot['confidence']:.0%} percentile bootstrap intervals in parentheses, "
+           f"{boot['n_resamples']} resamples of {boot['unit']}s (stratified by class), seed {boot['seed']}"
+           + ("" if boot["unit"] == "subject" else "; images are treated as independent, which this "
+              "protocol cannot guarantee") + "."]
+  if thr:
+    lines.append(f"- **Threshold:** 0.5 as in the papers, and {thr['chosen']:.4f} chosen on the "
+                 f"{thr['chosen_on']} split by {thr['criterion_text']}"
+                 + (f" ({thr['note']})" if thr.get("note") else "") + "; no test image informs any choice.")
+  else:
+    lines.append("- **Decision:** the class of highest probability (arg-max).")
+  return lines + [""]
+
+
+def _patient_section(report: Mapping[str, Any], note: str) -> list[str]:
+  columns = []
+  for name, split in _ordered(report["splits"]):
+    for key, label in (("at_0.5", "0.5"), ("at_chosen_threshold", "tuned")):
+      level = split.get("patient_level", {}).get(key)
+      if level:
+        columns.append((f"{name} @ {label} ({level['threshold']:.4f})", level))
+  if not columns:
+    return []
+  lines = ["", f"## Patient level ({columns[0][1]['aggregation']}) — {note}", ""]
+  lines += _table(columns, PATIENT_ROWS)
+  test = report["splits"].get("test", {}).get("patient_level", {}).get("at_0.5")
+  if test:
+    positive = report["class_names"][-1]
+    lines += ["", "### Subjects of the test split (threshold 0.5)", "",
+              f"| Subject | Cells | True class | Mean P({positive}) | Predicted | Cells called {positive} |",
+              "|---|---:|---|---:|---|---:|"]
+    for s in test["subjects"]:
+      lines.append(f"| {s['subject_id']} | {s['cells']} | {report['class_names'][s['label']]} | "
+                   f"{s['mean_prob']:.4f} | {report['class_names'][s['predicted']]} | "
+                   f"{s['cell_positive_fraction']:.1%} |")
+  return lines
+
+
+def _per_class_section(report: Mapping[str, Any], note: str) -> list[str]:
+  lines = ["", f"## Per class (arg-max) — {note}", "",
+           "| Class | " + " | ".join(f"{s} precision | {s} recall" for s, _ in _ordered(report["splits"])) + " |",
+           "|---|" + "---:|---:|" * len(report["splits"])]
+  for name in report["class_names"]:
+    cells = []
+    for _, split in _ordered(report["splits"]):
+      per_class, ci = split.get("per_class", {}).get(name, {}), split.get("ci", {})
+      cells += [_cell({"v": per_class.get(m), "ci": {"v": ci.get(f"{name}/{m}")}}, "v")
+                for m in ("precision", "recall")]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def format_markdown(report: Mapping[str, Any]) -> str:
+  """report.md: the header, the paper's table per threshold, patient level, figures."""
+  note = report["protocol_note"]
+  columns = [(name, split) for name, split in _ordered(report["splits"])]
+  lines = _header(report)
+  if _binary(report):
+    lines += [f"## Image level, threshold 0.5 — {note}", ""] + _table(columns, BINARY_ROWS)
+    tuned = [(name, split["at_chosen_threshold"]) for name, split in columns if "at_chosen_threshold" in split]
+    if tuned:
+      lines += ["", f"## Image level, threshold {report['threshold']['chosen']:.4f} (chosen on "
+                f"{report['threshold']['chosen_on']}) — {note}", ""] + _table(tuned, BINARY_ROWS)
+    lines += _patient_section(report, note)
+  else:
+    lines += [f"## Image level — {note}", ""] + _table(columns, MULTICLASS_ROWS, MULTICLASS_NAMES)
+    lines += _per_class_section(report, note)
+  if report.get("plots"):
+    lines += ["", f"## Figures — {note}", ""]
+    lines += [f"![{name}]({path})" for name, path in report["plots"].items()]
+  return "\n".join(lines) + "\n"
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+  """A plain-text table for the log: one row per metric, one column per split, the test CI last."""
+  splits = [name for name, _ in _ordered(report["splits"])]
+  rows = BINARY_ROWS if _binary(report) else MULTICLASS_ROWS
+  width = max(len(r) for r in rows) + 2
+  test_ci = report["splits"].get("test", {}).get("ci", {})
+  lines = [f"{report['model']} on {report['dataset']} ({report['protocol_note']}); "
+           f"checkpoint step {report['checkpoint_step']} selected by {report['selected_by']}",
+           "metric".ljust(width) + "".join(s.rjust(12) for s in splits)
+           + f"   test {report['bootstrap']['confidence']:.0%} CI"]
+  for row in rows:
+    ci = test_ci.get(row)
+    ci_text = f"   [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and row not in NO_CI_ROWS else ""
+    lines.append(row.ljust(width) + "".join(_number(report["splits"][s].get(row)).rjust(12)
+                                            for s in splits) + ci_text)
+  thr = report.get("threshold")
+  if thr:
+    lines.append(f"validation-chosen threshold: {thr['chosen']:.4f} ({thr['criterion_text']}); "
+                 "full tables in report.md")
+  return "\n".join(lines)

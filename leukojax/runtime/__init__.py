@@ -1,0 +1,1 @@
+"""Process start-up shared by the commands: flags, logging, multi-host initialisation."""

@@ -1,0 +1,267 @@
+"""The train loop: `setup(config, workdir)`, then `train(setup, validate)`.
+
+Start-up order: an existing checkpoint in the workdir, else pretrained ImageNet weights (when the
+config asks for them), else random initialisation. One jitted step over a ('data', 'fsdp') mesh
+trains on the global batch; `validate` (given by the caller: `evaluation.training_run`) scores the
+state every epoch; Orbax keeps the latest and the best state. Nothing here evaluates or reports:
+the dependencies point from evaluation to training, never back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from jax.experimental import multihost_utils
+
+from leukojax.data import Pipeline, describe_splits
+from leukojax.models import depthwise
+from leukojax.training import checkpoints, inputs, optimizer, sharding, state as state_lib, steps
+from leukojax.training.metric_writer import MetricWriter
+
+# Scores a train state on the validation split: {"loss": ..., "accuracy": ..., "AUC": ...}.
+Validate = Callable[[state_lib.TrainState], Mapping[str, float]]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Raised when the loss or the gradients stop being finite."""
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM; the loop saves a checkpoint at the next step and exits cleanly."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+    self.raised = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """config.json, with what the config cannot hold but the run depends on (the depthwise kernel)."""
+  if jax.process_index() == 0:
+    record = json.loads(config.to_json_best_effort())
+    record["runtime"] = {"LEUKOJAX_DEPTHWISE": depthwise.IMPLEMENTATION,
+                         "depthwise_implementation": depthwise.implementation(),
+                         "backend": jax.default_backend(), "jax": jax.__version__}
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(record, f, indent=2)
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a run needs before its first step, on every process."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: jax.sharding.Mesh
+  pipeline: Pipeline
+  class_weights: np.ndarray
+  graphs: state_lib.ModelGraphs
+  state: state_lib.TrainState
+  state_shardings: Any
+  tx: optax.GradientTransformation
+  schedule: optimizer.Schedule
+  ckpt: checkpoints.Checkpointer
+  data_iterator: Any
+  resume_step: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """How training ended: the step to report on and how it was chosen, or the preemption step."""
+
+  step: int
+  checkpoint: str  # 'best' (validation-selected) or 'latest' (no checkpoint carries a metric)
+  preempted: bool = False
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
+  """Mesh, data, model and state: restored from the workdir's last checkpoint, else fresh."""
+  os.makedirs(workdir, exist_ok=True)
+  write_config(config, workdir)
+  mesh = sharding.create_mesh(config.mesh.fsdp)
+  sharding.check_batch_size(config.train.global_batch_size, mesh)
+  sharding.check_batch_size(config.eval.batch_size, mesh)
+  logging.info("Mesh %s over %d devices in %d processes.", dict(mesh.shape), mesh.size,
+               jax.process_count())
+
+  pipeline = inputs.pipeline_for(config, workdir)
+  splits = describe_splits(pipeline)
+  logging.info("Data:\n%s", splits)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "splits.txt"), "w") as f:
+      f.write(splits + "\n")
+
+  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), best_metric=config.train.best_metric)
+  resume_step = ckpt.latest_step()
+  graphs, state, state_shardings, tx, schedule = state_lib.create_train_state(
+      config, pipeline, mesh, load_weights=resume_step is None, abstract=resume_step is not None)
+  data_iterator = iter(pipeline.train)
+  if resume_step is not None:
+    state, _ = ckpt.restore(resume_step, state, data_iterator)
+    logging.info("Resuming from step %d (workdir %s).", resume_step, workdir)
+  elif not config.model.pretrained.enabled:
+    state = start_batch_norm_from_data(state, graphs, pipeline, mesh, state_shardings)
+  return Setup(config=config, workdir=workdir, mesh=mesh, pipeline=pipeline,
+               class_weights=inputs.loss_class_weights(config, pipeline), graphs=graphs, state=state,
+               state_shardings=state_shardings, tx=tx, schedule=schedule, ckpt=ckpt,
+               data_iterator=data_iterator, resume_step=resume_step)
+
+
+def start_batch_norm_from_data(state: state_lib.TrainState, graphs: state_lib.ModelGraphs, pipeline, mesh,
+                               state_shardings) -> state_lib.TrainState:
+  """From scratch: BatchNorm moving statistics from the first training batch (not 0 and 1).
+
+  Read through a fresh iterator of the (deterministic) training stream, so the training order is
+  untouched. ImageNet-initialised backbones keep the statistics of their weight files.
+  """
+  first = sharding.global_batch(next(iter(pipeline.train)), mesh)
+  fn = jax.jit(functools.partial(steps.batch_norm_stats_from_batch, graphdef=graphs.train),
+               out_shardings=state_shardings.model_state)
+  logging.info("Trained from scratch: BatchNorm moving statistics start from the first batch's.")
+  return state.replace(model_state=fn(state, first))
+
+
+def train(run: Setup, validate: Validate) -> Outcome:
+  """Trains to `train.epochs`, validating and checkpointing every epoch; resumable at any step."""
+  config, workdir, mesh, pipeline, schedule, ckpt = (run.config, run.workdir, run.mesh, run.pipeline,
+                                                     run.schedule, run.ckpt)
+  state, data_iterator = run.state, run.data_iterator
+  compile_step = functools.partial(
+      _compile_train_step, tx=run.tx, class_weights=jnp.asarray(run.class_weights),
+      state_shardings=run.state_shardings, batch_shard=sharding.batch_sharding(mesh), mesh=mesh)
+  learning_rates = optimizer.learning_rates(config.train, schedule)
+  writer = MetricWriter(workdir)
+  logging.info("Parameters: %s.", f"{sum(x.size for x in jax.tree.leaves(state.params)):,}")
+
+  start = int(jax.device_get(state.step))
+  step_fns: dict[bool, Any] = {}
+  pending: list[tuple[int, dict[str, jax.Array]]] = []
+  preemption = _PreemptionFlag()
+  progress = tqdm.tqdm(total=schedule.total_steps, initial=start, desc="train", unit="step",
+                       disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
+  last_good_step = run.resume_step
+  try:
+    for step in range(start, schedule.total_steps):
+      frozen = step < schedule.freeze_steps
+      batch = sharding.global_batch(next(data_iterator), mesh)
+      if frozen not in step_fns:
+        step_fns[frozen] = compile_step(state, batch, graphdef=run.graphs.frozen if frozen else run.graphs.train,
+                                        frozen=frozen)
+      state, metrics = step_fns[frozen](state, batch)
+      pending.append((step, metrics))
+      progress.update(1)
+      done = step + 1
+      epoch_end = done % schedule.steps_per_epoch == 0 or done == schedule.total_steps
+      if epoch_end or done % config.train.log_every_steps == 0:
+        train_scalars = _flush_metrics(pending, last_good_step, workdir, ckpt)
+        train_scalars.update(_learning_rate_scalars(learning_rates, done, schedule))
+        progress.set_postfix(loss=f"{train_scalars['train/loss']:.4f}")
+        writer.write_scalars(done, train_scalars)
+      preempt = _preempted(preemption, done, config)
+      if epoch_end:
+        epoch = -(-done // schedule.steps_per_epoch)
+        val = dict(validate(state))
+        val_scalars = {f"val/{k}": v for k, v in val.items()}
+        writer.write_scalars(done, val_scalars)
+        writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars})
+        ckpt.save(done, state, data_iterator, _meta(done, epoch, pipeline),
+                  metrics={config.train.best_metric: val[config.train.best_metric]})
+        last_good_step = done
+      elif done % config.train.checkpoint_every_steps == 0 or preempt:
+        ckpt.save(done, state, data_iterator, _meta(done, done / schedule.steps_per_epoch, pipeline))
+        last_good_step = done
+      if preempt:
+        ckpt.wait()
+        logging.warning("Stopped for preemption at step %d; rerun the same command to resume.", done)
+        return Outcome(step=done, checkpoint="latest", preempted=True)
+    ckpt.wait()
+  finally:
+    progress.close()
+    preemption.restore()
+    writer.close()
+  selected = ckpt.best_step()
+  return Outcome(step=selected or ckpt.latest_step(), checkpoint="best" if selected else "latest")
+
+
+def _learning_rate_scalars(learning_rates, done: int, schedule: optimizer.Schedule) -> dict[str, float]:
+  """The head's and the backbones' learning rates at the last update (optimiser updates, not steps)."""
+  head, backbone = learning_rates
+  update = max(done // schedule.accum_steps - 1, 0)
+  return {"train/lr_head": float(head(update)), "train/lr_backbone": float(backbone(update))}
+
+
+def _compile_train_step(state, batch, *, graphdef, frozen, tx, class_weights, state_shardings,
+                        batch_shard, mesh):
+  """AOT-compiles one train step variant and logs its compile time and FLOPs per step."""
+  fn = jax.jit(
+      functools.partial(steps.train_step, graphdef=graphdef, tx=tx, class_weights=class_weights,
+                        frozen=frozen, compute_shardings=sharding.compute_shardings(state.params, mesh)),
+      in_shardings=(state_shardings, batch_shard),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=0)
+  start = time.perf_counter()
+  compiled = fn.lower(state, batch).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float((cost or {}).get("flops", float("nan")))
+  logging.info("Compiled the %s train step in %.1f s: %.3g FLOPs per step (XLA cost analysis).",
+               "frozen-backbone" if frozen else "full", time.perf_counter() - start, flops)
+  return compiled
+
+
+def _flush_metrics(pending, last_good_step, workdir, ckpt) -> dict[str, float]:
+  """Fetches the steps' metrics in one transfer, stops on a non-finite loss, returns their means."""
+  fetched = jax.device_get([m for _, m in pending])
+  for (step, _), metrics in zip(pending, fetched):
+    if not bool(metrics["finite"]):
+      ckpt.wait()
+      raise NonFiniteLossError(
+          f"Non-finite loss ({float(metrics['loss'])}) or gradient norm ({float(metrics['grad_norm'])}) "
+          f"at step {step + 1}; that update was not applied and training stopped. The last good "
+          f"checkpoint (step {last_good_step}) is kept in {os.path.join(workdir, 'checkpoints')}. "
+          "Lower train.learning_rate, set train.grad_clip_norm, or check the input data.")
+  pending.clear()
+  return {f"train/{k}": float(np.mean([m[k] for m in fetched])) for k in ("loss", "accuracy", "grad_norm")}
+
+
+def _preempted(flag: _PreemptionFlag, step: int, config) -> bool:
+  """True on every process once any process got SIGTERM (agreed at log steps when multi-host)."""
+  if jax.process_count() == 1:
+    return flag.raised
+  if step % config.train.log_every_steps:
+    return False
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag.raised))))
+
+
+def _meta(step: int, epoch: float, pipeline) -> dict[str, Any]:
+  return {"step": step, "epoch": epoch, "stats": json.loads(json.dumps(pipeline.stats, default=_plain)),
+          "class_names": list(pipeline.class_names), "protocol": pipeline.protocol}
+
+
+def _plain(value):
+  if hasattr(value, "tolist"):
+    return value.tolist()
+  if hasattr(value, "__dict__"):
+    return {k: _plain(v) for k, v in vars(value).items()}
+  return str(value)

@@ -1,0 +1,50 @@
+"""The package as users install it: a wheel in a fresh venv, run from outside the checkout.
+
+Built and installed with the project's own uv, offline from its cache (filled by `make setup`),
+pinned by requirements.lock; then the smoke config trains from the config file inside the
+installed package, and the console scripts answer.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+UV = pathlib.Path(sys.executable).parent / "uv"
+
+
+def _run(*cmd, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
+  result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+  assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+  return result
+
+
+@pytest.mark.skipif(not UV.exists(), reason="needs the uv that `make setup` installs into the venv")
+def test_installed_wheel_trains_the_smoke_config_from_another_directory(tmp_path):
+  dist, venv, elsewhere = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  _run(UV, "build", "--wheel", "--offline", "--out-dir", dist, REPO, cwd=tmp_path)
+  (wheel,) = dist.glob("leukojax-*.whl")
+  _run(UV, "venv", "--offline", "--python", sys.executable, venv, cwd=tmp_path)
+  python = venv / "bin" / "python"
+  _run(UV, "pip", "install", "--offline", "--python", python, "-c", REPO / "requirements.lock", wheel,
+       cwd=tmp_path)
+  where = _run(python, "-c", "import leukojax, leukojax.configs as c; print(leukojax.__file__); print(c.DIR)",
+               cwd=elsewhere).stdout.split()
+  assert all(not p.startswith(str(REPO)) for p in where), where  # the installed copy, not the checkout
+  config = pathlib.Path(where[1]) / "baselines.py"
+  _run(python, "-m", "leukojax.main", f"--config={config}:mobilenet,cnmc,smoke", "--workdir=run",
+       "--config.train.epochs=1", "--config.data.data_dir=tfds", cwd=elsewhere, env={"JAX_PLATFORMS": "cpu"})
+  report = json.loads((elsewhere / "run" / "report.json").read_text())
+  assert report["dataset"] == "cnmc2019" and report["splits"]["test"]["n_images"] > 0
+  for script in ("leukojax-train", "leukojax-evaluate", "leukojax-predict", "leukojax-explain"):
+    # absl prints the flags of --helpfull and exits 1 by design.
+    result = subprocess.run([venv / "bin" / script, "--helpfull"], cwd=elsewhere, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "--workdir" in result.stdout, (script, result.stderr[-2000:])
