@@ -185,10 +185,13 @@ def train(run: Setup, validate: Validate) -> Outcome:
         val_scalars = {f"val/{k}": v for k, v in val.items()}
         writer.write_scalars(done, val_scalars)
         writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars})
+        _check_state_before_save(state, done, last_good_step, workdir, ckpt)
         ckpt.save(done, state, data_iterator, _meta(done, epoch, pipeline),
                   metrics={config.train.best_metric: val[config.train.best_metric]})
         last_good_step = done
       elif done % config.train.checkpoint_every_steps == 0 or preempt:
+        _raise_if_non_finite(jax.device_get(pending), last_good_step, workdir, ckpt)
+        _check_state_before_save(state, done, last_good_step, workdir, ckpt)
         ckpt.save(done, state, data_iterator, _meta(done, done / schedule.steps_per_epoch, pipeline))
         last_good_step = done
       if preempt:
@@ -232,17 +235,41 @@ def _compile_train_step(state, batch, *, graphdef, frozen, tx, class_weights, st
 
 def _flush_metrics(pending, last_good_step, workdir, ckpt) -> dict[str, float]:
   """Fetches the steps' metrics in one transfer, stops on a non-finite loss, returns their means."""
-  fetched = jax.device_get([m for _, m in pending])
-  for (step, _), metrics in zip(pending, fetched):
-    if not bool(metrics["finite"]):
-      ckpt.wait()
-      raise NonFiniteLossError(
-          f"Non-finite loss ({float(metrics['loss'])}) or gradient norm ({float(metrics['grad_norm'])}) "
-          f"at step {step + 1}; that update was not applied and training stopped. The last good "
-          f"checkpoint (step {last_good_step}) is kept in {os.path.join(workdir, 'checkpoints')}. "
-          "Lower train.learning_rate, set train.grad_clip_norm, or check the input data.")
+  fetched = jax.device_get(pending)
+  _raise_if_non_finite(fetched, last_good_step, workdir, ckpt)
   pending.clear()
-  return {f"train/{k}": float(np.mean([m[k] for m in fetched])) for k in ("loss", "accuracy", "grad_norm")}
+  return {f"train/{k}": float(np.mean([m[k] for _, m in fetched])) for k in ("loss", "accuracy", "grad_norm")}
+
+
+def _raise_if_non_finite(fetched, last_good_step, workdir, ckpt) -> None:
+  """The host-side half of the non-finite guard: the first step whose loss or gradient was not finite."""
+  for step, metrics in fetched:
+    if not bool(metrics["finite"]):
+      _stop(f"Non-finite loss ({float(metrics['loss'])}) or gradient norm ({float(metrics['grad_norm'])}) "
+            f"at step {step + 1}", last_good_step, workdir, ckpt)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _check_state_before_save(state, done, last_good_step, workdir, ckpt) -> None:
+  """No non-finite parameter, BatchNorm statistic or Adam moment is ever written to a checkpoint."""
+  if not bool(jax.device_get(_all_finite(state))):
+    _stop(f"The train state after step {done} holds non-finite values", last_good_step, workdir, ckpt)
+
+
+def _stop(what: str, last_good_step, workdir, ckpt) -> None:
+  ckpt.wait()
+  directory = os.path.join(workdir, "checkpoints")
+  kept = (f"The last good checkpoint (step {last_good_step}) is kept in {directory}; the same command "
+          "resumes from it." if last_good_step is not None else
+          "No checkpoint was saved before it (nothing to resume from); the next run starts afresh.")
+  raise NonFiniteLossError(
+      f"{what}; training stopped and nothing after the last good checkpoint was saved. {kept} "
+      "Lower train.learning_rate, set train.grad_clip_norm, or check the input data.")
 
 
 def _preempted(flag: _PreemptionFlag, step: int, config) -> bool:
