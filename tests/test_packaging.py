@@ -1,8 +1,10 @@
 """The package as users install it: a wheel in a fresh venv, run from outside the checkout.
 
-Built and installed with the project's own uv, offline from its cache (filled by `make setup`),
-pinned by requirements.lock; then the smoke config trains from the config file inside the
-installed package, and the console scripts answer.
+Built with the project's own uv and installed, without network and without relying on what uv's
+cache happens to hold, into a fresh venv that sees the locked stack of `.venv` through a `.pth`
+file; every dependency the wheel declares must be met by that stack (requirements.lock). Then the
+smoke config trains from the config file inside the installed package, and the console scripts
+answer.
 """
 
 import json
@@ -10,12 +12,29 @@ import os
 import pathlib
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
 from tests.conftest import REPO
 
 UV = pathlib.Path(sys.executable).parent / "uv"
+# Run inside the new venv: every requirement of the installed wheel, checked against what is importable.
+CHECK_DEPENDENCIES = """
+import importlib.metadata as md
+from packaging.requirements import Requirement
+for line in md.requires("leukojax") or []:
+  req = Requirement(line)
+  if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+    continue
+  try:
+    version = md.version(req.name)
+  except md.PackageNotFoundError:
+    print(f"{req} (missing)")
+    continue
+  if not req.specifier.contains(version, prereleases=True):
+    print(f"{req} (have {version})")
+"""
 
 
 def _run(*cmd, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -33,8 +52,12 @@ def test_installed_wheel_trains_the_smoke_config_from_another_directory(tmp_path
   (wheel,) = dist.glob("leukojax-*.whl")
   _run(UV, "venv", "--offline", "--python", sys.executable, venv, cwd=tmp_path)
   python = venv / "bin" / "python"
-  _run(UV, "pip", "install", "--offline", "--python", python, "-c", REPO / "requirements.lock", wheel,
-       cwd=tmp_path)
+  site = _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", cwd=tmp_path).stdout.strip()
+  locked = sysconfig.get_path("purelib")  # the project's .venv: the locked stack, not the checkout
+  pathlib.Path(site, "locked_stack.pth").write_text(locked + "\n")
+  _run(UV, "pip", "install", "--offline", "--no-deps", "--python", python, wheel, cwd=tmp_path)
+  unmet = _run(python, "-c", CHECK_DEPENDENCIES, cwd=elsewhere).stdout.strip()
+  assert not unmet, f"the wheel's dependencies the locked stack does not meet: {unmet}"
   where = _run(python, "-c", "import leukojax, leukojax.configs as c; print(leukojax.__file__); print(c.DIR)",
                cwd=elsewhere).stdout.split()
   assert all(not p.startswith(str(REPO)) for p in where), where  # the installed copy, not the checkout
