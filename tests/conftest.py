@@ -46,3 +46,16 @@ def sample_run(tmp_path_factory) -> pathlib.Path:
                     "--config.train.learning_rate=1e-3", config="configs/baselines.py:mobilenet,smoke,res=64,epochs=3")
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return base / "work"
+
+
+# The longest xdist groups start first (each runs whole on one worker), so no worker is left with
+# a two-minute group at the end while the other idles: longest-processing-time-first scheduling.
+_LONGEST_FIRST = ("hybrid_smoke", "mobilenet_kill", "sample_run", "predict_cnmc")
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item) -> int:
+    mark = item.get_closest_marker("xdist_group")
+    group = (mark.args[0] if mark and mark.args else mark.kwargs.get("name")) if mark else None
+    return _LONGEST_FIRST.index(group) if group in _LONGEST_FIRST else len(_LONGEST_FIRST)
+  items.sort(key=rank)  # stable: collection order within each rank

@@ -107,7 +107,8 @@ KILL_CONFIG = "configs/baselines.py:mobilenet,cnmc,smoke"
 
 
 def kill_flags(cnmc_manual, data_dir) -> list[str]:
-  return [*data_flags(cnmc_manual, data_dir), "--config.train.epochs=6"]
+  # 36 steps, saved every 3 (mid-epoch too): the kill lands after the first save, well before the end.
+  return [*data_flags(cnmc_manual, data_dir), "--config.train.epochs=4", "--config.train.checkpoint_every_steps=3"]
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,8 @@ def train(run: Setup, validate: Validate) -> Outcome:
   compile_step = functools.partial(
       _compile_train_step, tx=run.tx, class_weights=jnp.asarray(run.class_weights),
       state_shardings=run.state_shardings, batch_shard=sharding.batch_sharding(mesh), mesh=mesh)
-  learning_rates = optimizer.learning_rates(config.train, schedule)
+  # One compiled call per flush, not a dozen eager ops (44 ms a flush on CPU).
+  learning_rates = jax.jit(lambda u: tuple(f(u) for f in optimizer.learning_rates(config.train, schedule)))
   writer = MetricWriter(workdir)
   logging.info("Parameters: %s.", f"{sum(x.size for x in jax.tree.leaves(state.params)):,}")
 
@@ -209,9 +210,9 @@ def train(run: Setup, validate: Validate) -> Outcome:
 
 def _learning_rate_scalars(learning_rates, done: int, schedule: optimizer.Schedule) -> dict[str, float]:
   """The head's and the backbones' learning rates at the last update (optimiser updates, not steps)."""
-  head, backbone = learning_rates
   update = max(done // schedule.accum_steps - 1, 0)
-  return {"train/lr_head": float(head(update)), "train/lr_backbone": float(backbone(update))}
+  head, backbone = jax.device_get(learning_rates(update))
+  return {"train/lr_head": float(head), "train/lr_backbone": float(backbone)}
 
 
 def _compile_train_step(state, batch, *, graphdef, frozen, tx, class_weights, state_shardings,
@@ -249,15 +250,24 @@ def _raise_if_non_finite(fetched, last_good_step, workdir, ckpt) -> None:
             f"at step {step + 1}", last_good_step, workdir, ckpt)
 
 
-@jax.jit
-def _all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+def _all_finite(tree) -> bool:
+  """Whether every floating-point value of `tree` is finite, agreed by all processes.
+
+  Checked on the host, one shard at a time (each replicated piece once): a jitted reduction over
+  the ~1,400 leaves of the hybrid's state compiles for 12 s on CPU, this reads it in a fraction of
+  a second, and the save that follows copies the state to the host anyway.
+  """
+  finite = all(bool(np.isfinite(np.asarray(shard.data)).all())
+               for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)
+               for shard in leaf.addressable_shards if shard.replica_id == 0)
+  if jax.process_count() > 1:
+    finite = bool(np.all(multihost_utils.process_allgather(np.asarray(finite))))
+  return finite
 
 
 def _check_state_before_save(state, done, last_good_step, workdir, ckpt) -> None:
   """No non-finite parameter, BatchNorm statistic or Adam moment is ever written to a checkpoint."""
-  if not bool(jax.device_get(_all_finite(state))):
+  if not _all_finite(state):
     _stop(f"The train state after step {done} holds non-finite values", last_good_step, workdir, ckpt)
 
 
