@@ -151,6 +151,20 @@ def scaling(r: dict[str, Any]) -> list[str]:
                          "compile s"], rows)
 
 
+def goodput(r: dict[str, Any]) -> list[str]:
+  lines = _header(r)
+  lines += [f"Each run through `python -m leukojax.main` for {r['epochs']} epochs; the loop column times "
+            "epochs 2.. (epoch 1 holds the compilation) with validation and checkpoints included.", ""]
+  rows = [[f"`{x['config']}`", x["model"], x["image_size"], x["batch"], x["pipeline"]["train_images"],
+           x["loop"]["steps_per_epoch"], _f(x["loop"]["images_per_s"]), _f(x["step"]["images_per_s"]),
+           f"**{_f(x['goodput'] * 100, '.0f')}%**", _f(x["pipeline"]["images_per_s"], ".0f"),
+           x["pipeline"]["workers"], _f(x["pipeline_vs_step"], ".1f") + "x", _f(x["loop"]["first_epoch_s"], ".0f")]
+          for x in r["rows"]]
+  return lines + _table(["config", "model", "px", "batch", "train images", "steps/epoch", "loop img/s",
+                         "bare step img/s", "goodput", "pipeline img/s", "grain workers", "pipeline / step",
+                         "epoch 1 s (compile)"], rows)
+
+
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {
     "train_step_cpu_final": (train_step, "python -m benchmarks.run --suite quick"),
     "train_step_cpu_cpu": (train_step, "python -m benchmarks.train_step --size cpu"),
@@ -165,6 +179,7 @@ SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {
     "pipeline_cpu": (pipeline, "python -m benchmarks.pipeline --size cpu"),
     "pipeline_paper": (pipeline, "python -m benchmarks.pipeline --size paper"),
     "scaling_cpu": (scaling, "python -m benchmarks.scaling --size cpu"),
+    "goodput_cpu": (goodput, "python -m benchmarks.goodput"),
 }
 
 

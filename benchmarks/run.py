@@ -32,6 +32,7 @@ SUITES: dict[str, list[list[str]]] = {
         ["profile", "--size", "cpu", "--batch", "8", "--models", "xception,hybrid"],
         ["pipeline", "--size", "cpu"],
         ["scaling", "--size", "cpu", "--model", "mobilenet", "--batch", "16"],
+        ["goodput", "--runs", "hybrid_sample,mobilenet_sample", "--epochs", "4"],
     ],
     "paper": [
         ["train_step", "--size", "paper", "--batch", "4", "--dtypes", "float32", "--repeats", "2", "--steps", "1"],

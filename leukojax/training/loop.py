@@ -162,6 +162,7 @@ def train(run: Setup, validate: Validate) -> Outcome:
   progress = tqdm.tqdm(total=schedule.total_steps, initial=start, desc="train", unit="step",
                        disable=jax.process_index() != 0, dynamic_ncols=True, mininterval=2.0)
   last_good_step = run.resume_step
+  rate = _ImageRate(config.train.global_batch_size, start)
   try:
     for step in range(start, schedule.total_steps):
       frozen = step < schedule.freeze_steps
@@ -169,6 +170,7 @@ def train(run: Setup, validate: Validate) -> Outcome:
       if frozen not in step_fns:
         step_fns[frozen] = compile_step(state, batch, graphdef=run.graphs.frozen if frozen else run.graphs.train,
                                         frozen=frozen)
+        rate.compiled()
       state, metrics = step_fns[frozen](state, batch)
       pending.append((step, metrics))
       progress.update(1)
@@ -177,6 +179,7 @@ def train(run: Setup, validate: Validate) -> Outcome:
       if epoch_end or done % config.train.log_every_steps == 0:
         train_scalars = _flush_metrics(pending, last_good_step, workdir, ckpt)
         train_scalars.update(_learning_rate_scalars(learning_rates, done, schedule))
+        train_scalars.update(rate.flush(done))
         progress.set_postfix(loss=f"{train_scalars['train/loss']:.4f}")
         writer.write_scalars(done, train_scalars)
       preempt = _preempted(preemption, done, config)
@@ -185,7 +188,8 @@ def train(run: Setup, validate: Validate) -> Outcome:
         val = dict(validate(state))
         val_scalars = {f"val/{k}": v for k, v in val.items()}
         writer.write_scalars(done, val_scalars)
-        writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars})
+        writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars,
+                               "time/wall_s": rate.wall_s()})
         _check_state_before_save(state, done, last_good_step, workdir, ckpt)
         ckpt.save(done, state, data_iterator, _meta(done, epoch, pipeline),
                   metrics={config.train.best_metric: val[config.train.best_metric]})
@@ -206,6 +210,32 @@ def train(run: Setup, validate: Validate) -> Outcome:
     writer.close()
   selected = ckpt.best_step()
   return Outcome(step=selected or ckpt.latest_step(), checkpoint="best" if selected else "latest")
+
+
+class _ImageRate:
+  """Training images/s of the loop as a whole between metric flushes (each flush syncs the device).
+
+  An interval includes everything the loop did in it (input pipeline, validation, checkpointing),
+  so it is the loop's goodput, comparable with `benchmarks.train_step`'s bare step
+  (`benchmarks.goodput`). Intervals holding a compilation are not reported.
+  """
+
+  def __init__(self, batch: int, step: int):
+    self.batch, self.step, self.start = batch, step, time.perf_counter()
+    self.time, self.skip = self.start, False
+
+  def compiled(self) -> None:
+    self.skip = True
+
+  def flush(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    images, seconds = (step - self.step) * self.batch, now - self.time
+    scalars = {} if self.skip or seconds <= 0 else {"train/images_per_s": images / seconds}
+    self.step, self.time, self.skip = step, now, False
+    return scalars
+
+  def wall_s(self) -> float:
+    return time.perf_counter() - self.start
 
 
 def _learning_rate_scalars(learning_rates, done: int, schedule: optimizer.Schedule) -> dict[str, float]:
