@@ -32,6 +32,13 @@ PROJECT_CACHE = str(REPO / ".cache" / "jax")  # the tests' persistent compilatio
 MODELS = ("hybrid", "vgg16", "vgg19", "inception_v3", "xception", "resnet50", "mobilenet")
 
 
+def project_config(name: str, variant: str | None = None):
+  """`configs/<name>.py:<variant>`, imported as the package module it is (`leukojax.configs.<name>`)."""
+  import importlib
+
+  return importlib.import_module(f"leukojax.configs.{name}").get_config(variant)
+
+
 def setup_environment(platform_name: str = "cpu", devices: int | None = None,
                       compile_cache: str | None = None) -> None:
   """Sets the JAX/Keras environment before either is imported (they read it once, at import).

@@ -35,13 +35,7 @@ RUNS: dict[str, tuple[str, str, str | None]] = {
 
 
 def load_config(config_file: str, variant: str, manual_dir: str | None, epochs: int, data_dir: str):
-  import importlib.util
-
-  path = common.REPO / "configs" / config_file
-  spec = importlib.util.spec_from_file_location(f"goodput_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  config = common.project_config(pathlib.Path(config_file).stem, variant)
   config.train.epochs = epochs
   config.data.data_dir = data_dir
   if manual_dir:
@@ -106,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--batches", type=int, default=30)
   parser.add_argument("--name", default="goodput_cpu")
   args = parser.parse_args(argv)
+  if args.epochs < 2:
+    parser.error("--epochs must be at least 2: epoch 1 holds the compilation and is not timed.")
   common.setup_environment("cpu")
   load_before = common.load_average()
   rows = []

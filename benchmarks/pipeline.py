@@ -45,12 +45,7 @@ def data_config(image_size: int, augment: str, data_dir: str, workers: int):
 
 
 def _hybrid_sample_data():
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("bench_hybrid_config", common.REPO / "configs" / "hybrid.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config("sample").data
+  return common.project_config("hybrid", "sample").data
 
 
 def stage_costs(data, stats, n: int = 48) -> dict[str, float]:

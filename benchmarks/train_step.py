@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import pathlib
 import tempfile
 import time
@@ -29,12 +28,7 @@ from benchmarks import common
 
 def load_config(model: str, image_size: int, batch: int, dtype: str):
   """The project's own config for `model` (configs/hybrid.py or configs/baselines.py), resized."""
-  path, arg = (common.REPO / "configs" / "hybrid.py", None) if model == "hybrid" else (
-      common.REPO / "configs" / "baselines.py", model)
-  spec = importlib.util.spec_from_file_location(f"bench_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = common.project_config("hybrid") if model == "hybrid" else common.project_config("baselines", model)
   config.data.image_size = image_size
   config.train.global_batch_size = batch
   config.model.dtype = dtype
