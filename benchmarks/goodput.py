@@ -78,6 +78,7 @@ def step_rate(config, repeats: int, steps: int) -> dict:
 
 def pipeline_rate(config, batches: int) -> dict:
   from leukojax.data import build_pipeline
+  from leukojax.data.workers import resolve_num_workers
 
   pipeline = build_pipeline(config.data, global_batch_size=config.train.global_batch_size,
                             eval_batch_size=config.eval.batch_size, workdir=None, seed=config.seed)
@@ -88,7 +89,7 @@ def pipeline_rate(config, batches: int) -> dict:
     next(iterator)
   seconds = time.perf_counter() - start
   return {"images_per_s": batches * config.train.global_batch_size / seconds,
-          "workers": config.data.num_workers, "train_images": pipeline.train_size}
+          "workers": resolve_num_workers(config.data.num_workers), "train_images": pipeline.train_size}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program: ~40 processes share them
 
 from absl import flags  # noqa: E402
 
@@ -48,9 +48,31 @@ def sample_run(tmp_path_factory) -> pathlib.Path:
   return base / "work"
 
 
+CNMC_MOBILENET = "configs/baselines.py:mobilenet,cnmc,smoke"  # 32 px, on the bundled real C-NMC sample
+CNMC_RUN = pytest.mark.xdist_group("cnmc_mobilenet")  # the users of `cnmc_mobilenet_run`: built once
+
+
+def cnmc_mobilenet_flags(data_dir: pathlib.Path) -> list[str]:
+  """4 epochs of 9 steps, saved every 3 (mid-epoch too): room for a kill after a save, well before the end."""
+  return [f"--config.data.data_dir={data_dir}", "--config.train.epochs=4", "--config.train.checkpoint_every_steps=3"]
+
+
+@pytest.fixture(scope="session")
+def cnmc_mobilenet_run(tmp_path_factory) -> pathlib.Path:
+  """A tiny trained C-NMC workdir: MobileNet on the real sample (subject_cv fold 0), never interrupted.
+
+  The reference of the kill tests, the run the resume and checkpoint-retention tests rerun and
+  inspect, and the model `leukojax.predict` scores real cells with: one training for all of them.
+  """
+  base = tmp_path_factory.mktemp("cnmc_mobilenet")
+  result = run_main(base / "work", *cnmc_mobilenet_flags(base / "tfds"), config=CNMC_MOBILENET)
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  return base / "work"
+
+
 # The longest xdist groups start first (each runs whole on one worker), so no worker is left with
 # a two-minute group at the end while the other idles: longest-processing-time-first scheduling.
-_LONGEST_FIRST = ("hybrid_smoke", "mobilenet_kill", "sample_run", "predict_cnmc")
+_LONGEST_FIRST = ("hybrid_smoke", "cnmc_mobilenet", "sample_run")
 
 
 def pytest_collection_modifyitems(items):

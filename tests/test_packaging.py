@@ -45,7 +45,8 @@ def _run(*cmd, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not UV.exists(), reason="needs the uv that `make setup` installs into the venv")
-def test_installed_wheel_trains_the_smoke_config_from_another_directory(tmp_path):
+def test_installed_wheel_trains_without_a_test_split_from_another_directory(tmp_path):
+  """Also the all-subjects protocol (`configs/cnmc.py:MODEL,all_subjects`): no test split to evaluate."""
   dist, venv, elsewhere = tmp_path / "dist", tmp_path / "venv", tmp_path / "elsewhere"
   elsewhere.mkdir()
   _run(UV, "build", "--wheel", "--offline", "--out-dir", dist, REPO, cwd=tmp_path)
@@ -63,9 +64,11 @@ def test_installed_wheel_trains_the_smoke_config_from_another_directory(tmp_path
   assert all(not p.startswith(str(REPO)) for p in where), where  # the installed copy, not the checkout
   config = pathlib.Path(where[1]) / "baselines.py"
   _run(python, "-m", "leukojax.main", f"--config={config}:mobilenet,cnmc,smoke", "--workdir=run",
-       "--config.train.epochs=1", "--config.data.data_dir=tfds", cwd=elsewhere, env={"JAX_PLATFORMS": "cpu"})
+       "--config.train.epochs=1", "--config.data.data_dir=tfds", "--config.data.split.protocol=paper_random",
+       "--config.data.split.fractions=(0.85,0.15,0.0)", cwd=elsewhere, env={"JAX_PLATFORMS": "cpu"})
   report = json.loads((elsewhere / "run" / "report.json").read_text())
-  assert report["dataset"] == "cnmc2019" and report["splits"]["test"]["n_images"] > 0
+  assert report["dataset"] == "cnmc2019" and sorted(report["splits"]) == ["train", "val"]
+  assert report["splits"]["train"]["n_images"] + report["splits"]["val"]["n_images"] == 87
   for script in ("leukojax-train", "leukojax-evaluate", "leukojax-predict", "leukojax-explain"):
     # absl prints the flags of --helpfull and exits 1 by design.
     result = subprocess.run([venv / "bin" / script, "--helpfull"], cwd=elsewhere, capture_output=True, text=True,

@@ -170,6 +170,20 @@ def test_grain_worker_processes(tmp_path):
   pickle.dumps(p.eval_splits["val"].dataset())  # what an evaluation's workers would receive
 
 
+def test_worker_count_is_chosen_for_the_machine(monkeypatch):
+  from leukojax.data import workers
+
+  monkeypatch.setattr(workers, "host_cores", lambda: 16)
+  assert default_data_config().num_workers == workers.AUTO
+  assert workers.resolve_num_workers(workers.AUTO, backend="cpu") == 0  # the step already uses every core
+  assert workers.resolve_num_workers(workers.AUTO, backend="gpu") == 14  # two cores left to drive the devices
+  monkeypatch.setattr(workers, "host_cores", lambda: 64)
+  assert workers.resolve_num_workers(workers.AUTO, backend="tpu") == workers.MAX_WORKERS
+  assert workers.resolve_num_workers(3, backend="gpu") == 3 and workers.resolve_num_workers(0, backend="gpu") == 0
+  with pytest.raises(ValueError, match="data.num_workers=-2"):
+    workers.resolve_num_workers(-2)
+
+
 def test_process_shards_are_disjoint_and_cover_the_data():
   config = _config(preprocessing="none", standardize=False)
   shards = [_build(config, batch=4, index=k, count=2) for k in (0, 1)]

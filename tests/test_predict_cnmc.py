@@ -1,8 +1,8 @@
 """`leukojax.predict` on a user's own C-NMC cells: subjects and truth from names or the label CSV, scores.
 
-Real cells throughout: a tiny run trained on the bundled C-NMC sample through the real entry point,
-then predicted as a user would, on the sample's all/hem folders, a flat folder of UID_ names and a
-test-phase folder with the official CSV format.
+Real cells throughout: a tiny run trained on the bundled C-NMC sample through the real entry point
+(tests/conftest.py `cnmc_mobilenet_run`), then predicted as a user would, on the sample's all/hem
+folders, a flat folder of UID_ names and a test-phase folder with the official CSV format.
 """
 
 import csv
@@ -18,7 +18,7 @@ import pytest
 
 from leukojax.evaluation import cnmc_scores, prediction
 from leukojax.data import cnmc_names, errors
-from tests.conftest import REPO, run_main
+from tests.conftest import CNMC_RUN, REPO
 
 CNMC_SAMPLE = REPO / "tfds_builders" / "cnmc2019" / "sample"
 FOLD_1 = CNMC_SAMPLE / "C-NMC_Leukemia" / "training_data" / "fold_1"
@@ -50,20 +50,10 @@ def write_test_phase(folder: pathlib.Path, csv_path: pathlib.Path | None, extra:
     csv_path.write_bytes(("\r\n".join(["Patient_ID,new_names,labels", *rows]) + "\r\n").encode())
 
 
-@pytest.fixture(scope="module")
-def cnmc_trained(tmp_path_factory) -> pathlib.Path:
-  """MobileNet, 32 px, 2 epochs on the real C-NMC sample (subject_cv fold 0), via `leukojax.main`."""
-  base = tmp_path_factory.mktemp("cnmc_trained")
-  result = run_main(base / "work", f"--config.data.data_dir={base / 'tfds'}",
-                    config="configs/baselines.py:mobilenet,cnmc,smoke,res=32,epochs=2")
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  return base / "work"
-
-
-@pytest.mark.xdist_group("predict_cnmc")
-def test_all_hem_folders_give_subjects_truth_and_scores(cnmc_trained, tmp_path):
+@CNMC_RUN
+def test_all_hem_folders_give_subjects_truth_and_scores(cnmc_mobilenet_run, tmp_path):
   out = tmp_path / "cells.csv"
-  result = predict_cli(cnmc_trained, f"--out={out}", FOLD_1)
+  result = predict_cli(cnmc_mobilenet_run, f"--out={out}", FOLD_1)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = read_rows(out)
   assert list(rows[0])[:4] == ["file", "probability", "label", "class"]  # old readers keep working
@@ -86,8 +76,8 @@ def test_all_hem_folders_give_subjects_truth_and_scores(cnmc_trained, tmp_path):
   assert "Not held out" in result.stdout  # the run trained on some of these subjects
 
 
-@pytest.mark.xdist_group("predict_cnmc")
-def test_flat_uid_folder_and_test_phase_folder_with_its_csv(cnmc_trained, tmp_path):
+@CNMC_RUN
+def test_flat_uid_folder_and_test_phase_folder_with_its_csv(cnmc_mobilenet_run, tmp_path):
   flat = tmp_path / "flat"
   flat.mkdir()
   for rel in ("all/UID_30_14_6_all.bmp", "hem/UID_H14_14_2_hem.bmp"):
@@ -95,7 +85,7 @@ def test_flat_uid_folder_and_test_phase_folder_with_its_csv(cnmc_trained, tmp_pa
   kaggle = tmp_path / "validation_data"  # Kaggle layout: the CSV in the folder above the images
   write_test_phase(kaggle / "C-NMC_test_prelim_phase_data", kaggle / PRELIM_CSV)
   out = tmp_path / "p.csv"
-  result = predict_cli(cnmc_trained, f"--out={out}", flat, kaggle / "C-NMC_test_prelim_phase_data")
+  result = predict_cli(cnmc_mobilenet_run, f"--out={out}", flat, kaggle / "C-NMC_test_prelim_phase_data")
   assert result.returncode == 0, result.stderr[-3000:]
   got = {pathlib.Path(r["file"]).name: (r["subject_id"], r["true_label"]) for r in read_rows(out)}
   assert got == {"uid_30_14_6_all.bmp": ("30", "1"), "uid_h14_14_2_hem.bmp": ("H14", "0"),
@@ -104,12 +94,12 @@ def test_flat_uid_folder_and_test_phase_folder_with_its_csv(cnmc_trained, tmp_pa
   assert scores["label_sources"] == {"file name": 2, str(kaggle / PRELIM_CSV): 4}
 
 
-@pytest.mark.xdist_group("predict_cnmc")
-def test_labels_flag_and_a_test_phase_image_it_does_not_list(cnmc_trained, tmp_path):
+@CNMC_RUN
+def test_labels_flag_and_a_test_phase_image_it_does_not_list(cnmc_mobilenet_run, tmp_path):
   images = tmp_path / "images"
   write_test_phase(images, tmp_path / "my_labels.csv", extra=1)  # 5.bmp has no row
   out = tmp_path / "p.csv"
-  result = predict_cli(cnmc_trained, f"--out={out}", f"--labels={tmp_path / 'my_labels.csv'}", images)
+  result = predict_cli(cnmc_mobilenet_run, f"--out={out}", f"--labels={tmp_path / 'my_labels.csv'}", images)
   assert result.returncode == 0, result.stderr[-3000:]
   got = [(pathlib.Path(r["file"]).name, r["subject_id"], r["true_label"]) for r in read_rows(out)]
   assert got == [("1.bmp", "H10", "0"), ("2.bmp", "2", "1"), ("3.bmp", "H14", "0"), ("4.bmp", "16", "1"),
@@ -119,13 +109,13 @@ def test_labels_flag_and_a_test_phase_image_it_does_not_list(cnmc_trained, tmp_p
   assert scores["cells_labelled"] == 4 and scores["cells_unlabelled"] == 1
 
 
-@pytest.mark.xdist_group("predict_cnmc")
-def test_uid_file_in_the_wrong_class_folder_fails_naming_it(cnmc_trained, tmp_path):
+@CNMC_RUN
+def test_uid_file_in_the_wrong_class_folder_fails_naming_it(cnmc_mobilenet_run, tmp_path):
   wrong = tmp_path / "mine" / "all" / "UID_H10_93_4_hem.bmp"
   wrong.parent.mkdir(parents=True)
   shutil.copy(FOLD_1 / "hem" / wrong.name, wrong)
   shutil.copy(FOLD_1 / "all" / "UID_2_5_3_all.bmp", wrong.parent)
-  result = predict_cli(cnmc_trained, f"--out={tmp_path / 'p.csv'}", tmp_path / "mine")
+  result = predict_cli(cnmc_mobilenet_run, f"--out={tmp_path / 'p.csv'}", tmp_path / "mine")
   assert result.returncode != 0 and str(wrong) in result.stderr and "move it to hem/" in result.stderr
   assert not (tmp_path / "p.csv").exists()
 

@@ -11,10 +11,12 @@ import pytest
 from tests.conftest import REPO
 
 
-def _run(out: pathlib.Path, *, devices: int = 1, processes: int = 1, fsdp: int = 1) -> dict:
+def _run(out: pathlib.Path, meshes: str, *, devices: int, processes: int = 1) -> dict[str, dict]:
+  """tests/one_step.py on `devices` fake CPU devices per process: {'DEVICES:FSDP': its result}."""
+  out.mkdir(parents=True)
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  args = [f"--out={out}", f"--fsdp={fsdp}"]
+  args = [f"--out={out}", f"--meshes={meshes}"]
   if processes == 1:
     cmd = [sys.executable, "-m", "tests.one_step", *args]
   else:
@@ -22,13 +24,18 @@ def _run(out: pathlib.Path, *, devices: int = 1, processes: int = 1, fsdp: int =
     cmd = ["bash", str(REPO / "launch" / "local.sh"), str(processes), *args]
   result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  with np.load(out) as data:
-    return {k: data[k] for k in data.files}
+  results = {}
+  for path in sorted(out.glob("devices*_fsdp*.npz")):
+    with np.load(path) as data:
+      results[path.stem.replace("devices", "").replace("_fsdp", ":")] = {k: data[k] for k in data.files}
+  return results
 
 
 @pytest.fixture(scope="module")
-def single_device(tmp_path_factory):
-  return _run(tmp_path_factory.mktemp("one") / "one.npz")
+def one_process(tmp_path_factory) -> dict[str, dict]:
+  """One process, 8 fake devices: the step on a 1-device mesh (the reference), on all 8, and on all
+  8 with fsdp=2 (one model build and start-up for the three)."""
+  return _run(tmp_path_factory.mktemp("one_process") / "out", "1:1,8:1,8:2", devices=8)
 
 
 def _assert_same(reference: dict, other: dict) -> None:
@@ -57,13 +64,14 @@ def _assert_same(reference: dict, other: dict) -> None:
 
 
 @pytest.mark.parametrize("fsdp", [1, 2])
-def test_eight_fake_devices_match_one(single_device, tmp_path, fsdp):
-  eight = _run(tmp_path / "eight.npz", devices=8, fsdp=fsdp)
-  assert int(eight["devices"]) == 8
-  _assert_same(single_device, eight)
+def test_eight_fake_devices_match_one(one_process, fsdp):
+  assert sorted(one_process) == ["1:1", "8:1", "8:2"]
+  eight = one_process[f"8:{fsdp}"]
+  assert int(eight["devices"]) == 8 and int(one_process["1:1"]["devices"]) == 1
+  _assert_same(one_process["1:1"], eight)
 
 
-def test_two_processes_match_one(single_device, tmp_path):
-  two = _run(tmp_path / "two.npz", processes=2, devices=2)
+def test_two_processes_match_one(one_process, tmp_path):
+  (two,) = _run(tmp_path / "two", "all:1", processes=2, devices=2).values()
   assert int(two["processes"]) == 2 and int(two["devices"]) == 4
-  _assert_same(single_device, two)
+  _assert_same(one_process["1:1"], two)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import run_main
+from tests.conftest import CNMC_MOBILENET, CNMC_RUN, cnmc_mobilenet_flags, run_main
 from tfds_builders.cnmc2019.cnmc2019_dataset_builder import SAMPLE_MANUAL_DIR
 
 
@@ -27,14 +27,19 @@ def data_flags(manual: pathlib.Path, data_dir: pathlib.Path) -> list[str]:
 
 # The tests sharing the hybrid run stay on one xdist worker (`--dist loadgroup`), so it trains once.
 SMOKE = pytest.mark.xdist_group("hybrid_smoke")
-KILL = pytest.mark.xdist_group("mobilenet_kill")
 
 
 @pytest.fixture(scope="module")
 def smoke_run(cnmc_manual, tmp_path_factory):
-  """The hybrid smoke config trained through the real `main` (3 epochs)."""
+  """The hybrid smoke config trained through the real `main`, 3 epochs (in 2 its training loss
+  from scratch does not reliably fall yet).
+
+  Metrics flushed at epoch ends only: each epoch's train/loss is then the mean over all its 9
+  steps (36 cells), not over the last 4, which is what makes "the loss decreases" a stable check.
+  """
   base = tmp_path_factory.mktemp("smoke")
   result = run_main(base / "work", *data_flags(cnmc_manual, base / "tfds"), "--config.train.epochs=3",
+                    "--config.train.log_every_steps=1000",
                     config=SMOKE_CONFIG)
   assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
   return base / "work", result
@@ -49,6 +54,7 @@ def test_smoke_trains_end_to_end_and_loss_decreases(smoke_run):
   report = json.loads((workdir / "report.json").read_text())
   test = report["splits"]["test"]
   assert report["protocol"] == "subject_cv" and report["model"] == "hybrid"
+  assert report["checkpoint_step"] == min(history, key=lambda h: (h["val/loss"], h["step"]))["step"]
   assert test["n_subjects"] == 4  # fold 0 of the real sample: one healthy and three ALL subjects
   assert test["TP"] + test["TN"] + test["FP"] + test["FN"] == test["n"] > 0
   for key in ("accuracy", "sensitivity", "specificity", "PPV", "NPV", "AUC", "F1", "isbi_weighted_f1",
@@ -64,96 +70,94 @@ def test_smoke_trains_end_to_end_and_loss_decreases(smoke_run):
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
 
 
-@SMOKE
-def test_checkpoints_keep_best_and_latest(smoke_run):
+# The loop's resume and retention behaviour does not depend on the model: the cheap C-NMC MobileNet
+# run of tests/conftest.py shows it (4 epochs, mid-epoch saves).
+
+@CNMC_RUN
+def test_checkpoints_keep_best_and_latest(cnmc_mobilenet_run):
   from leukojax.training.checkpoints import Checkpointer
 
-  workdir, _ = smoke_run
-  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="loss")  # the smoke config's metric
+  workdir = cnmc_mobilenet_run
+  best_metric = json.loads((workdir / "config.json").read_text())["train"]["best_metric"]
+  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric=best_metric)
   history = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
-  best_epoch = min(history, key=lambda h: (h["val/loss"], h["step"]))
+  sign = -1 if ckpt.best_mode == "max" else 1
+  best_epoch = min(history, key=lambda h: (sign * h[f"val/{best_metric}"], h["step"]))
   assert ckpt.best_step() == best_epoch["step"]
-  assert ckpt.latest_step() == history[-1]["step"]
-  assert set(ckpt.manager.all_steps()) == {best_epoch["step"], history[-1]["step"]}
+  assert ckpt.latest_step() == history[-1]["step"] == 36
+  assert set(ckpt.manager.all_steps()) == {best_epoch["step"], 36}  # mid-epoch saves are not kept
   report = json.loads((workdir / "report.json").read_text())
   assert report["checkpoint_step"] == best_epoch["step"]
   ckpt.close()
 
 
-@SMOKE
-def test_rerun_on_finished_workdir_resumes_without_training(smoke_run, cnmc_manual):
-  workdir, _ = smoke_run
-  result = run_main(workdir, *data_flags(cnmc_manual, workdir.parent / "tfds"), "--config.train.epochs=3",
-                    config=SMOKE_CONFIG)
+@CNMC_RUN
+def test_rerun_on_finished_workdir_resumes_without_training(cnmc_mobilenet_run):
+  workdir = cnmc_mobilenet_run
+  history = (workdir / "history.jsonl").read_text()
+  result = run_main(workdir, *cnmc_mobilenet_flags(workdir.parent / "tfds"), config=CNMC_MOBILENET)
   assert result.returncode == 0, result.stdout[-3000:]
-  assert "Resuming from step" in result.stdout + result.stderr
-  history = (workdir / "history.jsonl").read_text().splitlines()
-  assert len(history) == 3  # nothing retrained
+  assert "Resuming from step 36" in result.stdout + result.stderr
+  assert (workdir / "history.jsonl").read_text() == history  # nothing retrained
 
 
-def _final_params(workdir: pathlib.Path) -> dict[str, np.ndarray]:
+def _final_state(workdir: pathlib.Path) -> dict[str, np.ndarray]:
+  """Every leaf of the latest checkpoint's train state: parameters, BatchNorm statistics, Adam slots, step."""
+  import jax
   import orbax.checkpoint as ocp
 
   from leukojax.training.checkpoints import Checkpointer
 
   ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
-  step = ckpt.latest_step()
-  restored = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  restored = ckpt.manager.restore(ckpt.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   ckpt.close()
-  import jax
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in
-          jax.tree_util.tree_leaves_with_path(restored["state"]["params"])}
+          jax.tree_util.tree_leaves_with_path(restored["state"])}
 
 
-KILL_CONFIG = "configs/baselines.py:mobilenet,cnmc,smoke"
-
-
-def kill_flags(cnmc_manual, data_dir) -> list[str]:
-  # 36 steps, saved every 3 (mid-epoch too): the kill lands after the first save, well before the end.
-  return [*data_flags(cnmc_manual, data_dir), "--config.train.epochs=4", "--config.train.checkpoint_every_steps=3"]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted_run(cnmc_manual, tmp_path_factory) -> pathlib.Path:
-  """The reference both kill tests compare with: the same run, never interrupted."""
-  base = tmp_path_factory.mktemp("uninterrupted")
-  result = run_main(base / "work", *kill_flags(cnmc_manual, base / "tfds"), config=KILL_CONFIG)
-  assert result.returncode == 0, result.stdout[-3000:]
-  return base / "work"
-
-
-@KILL
-@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
-def test_killed_run_resumes_bit_identical(cnmc_manual, uninterrupted_run, tmp_path, how):
-  """A run killed mid-training and rerun ends with exactly the parameters of an uninterrupted run."""
-  flags = kill_flags(cnmc_manual, tmp_path / "tfds")
-  config = KILL_CONFIG
-  proc = run_main(tmp_path / "killed", *flags, config=config, wait=False)
-  checkpoints = tmp_path / "killed" / "checkpoints"
+def _interrupt(workdir: pathlib.Path, flags: list[str], how: signal.Signals, after_step: int) -> tuple[int, str]:
+  """Starts the run and sends `how` once a checkpoint later than `after_step` is complete on disk."""
+  proc = run_main(workdir, *flags, config=CNMC_MOBILENET, wait=False)
+  checkpoints = workdir / "checkpoints"
   deadline = time.time() + 600
-  while time.time() < deadline and not any(p.name.isdigit() for p in checkpoints.glob("*")):
-    time.sleep(0.2)
-  proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+  while time.time() < deadline and not any(p.name.isdigit() and int(p.name) > after_step
+                                           for p in checkpoints.glob("*")):
+    time.sleep(0.1)
+  proc.send_signal(how)
   out, _ = proc.communicate(timeout=300)
-  assert not (tmp_path / "killed" / "report.json").exists(), "the run ended before it was killed"
-  if how == "sigterm":
-    assert proc.returncode == 0 and "preemption" in out, out[-3000:]
-  resumed = run_main(tmp_path / "killed", *flags, config=config)
+  assert not (workdir / "report.json").exists(), f"the run ended before {how.name}: {out[-2000:]}"
+  return proc.returncode, out
+
+
+def _latest_step(workdir: pathlib.Path) -> int:
+  return max(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+
+
+@CNMC_RUN
+def test_preempted_then_killed_run_resumes_bit_identical(cnmc_mobilenet_run, tmp_path):
+  """SIGTERM (preemption: save, exit 0), resume; SIGKILL after the next save (mid-epoch, nothing
+  written on the way out), resume: the final state equals the uninterrupted run's, bit for bit."""
+  flags, workdir = cnmc_mobilenet_flags(tmp_path / "tfds"), tmp_path / "killed"
+  code, out = _interrupt(workdir, flags, signal.SIGTERM, after_step=0)
+  assert code == 0 and "Stopped for preemption" in out, out[-3000:]
+  preempted_at = _latest_step(workdir)
+  code, out = _interrupt(workdir, flags, signal.SIGKILL, after_step=preempted_at)
+  assert code == -signal.SIGKILL and f"Resuming from step {preempted_at}" in out, out[-3000:]
+  resumed = run_main(workdir, *flags, config=CNMC_MOBILENET)
   assert resumed.returncode == 0, resumed.stdout[-3000:]
-  assert "Resuming from step" in resumed.stdout + resumed.stderr
-  expected, got = _final_params(uninterrupted_run), _final_params(tmp_path / "killed")
-  assert expected.keys() == got.keys()
-  differ = [name for name in expected if not np.array_equal(expected[name], got[name])]
-  stopped = [line for line in out.splitlines() if "preemption" in line or "Restored" in line]
   resumed_at = [line for line in (resumed.stdout + resumed.stderr).splitlines() if "Resuming" in line]
-  assert not differ, (f"{len(differ)} of {len(expected)} parameters differ (first {differ[:3]}); "
-                      f"killed run: {stopped[-2:]}; resumed: {resumed_at}")
+  assert resumed_at, resumed.stdout[-3000:]
+  expected, got = _final_state(cnmc_mobilenet_run), _final_state(workdir)
+  assert expected.keys() == got.keys() and any("opt_state" in k for k in got) and any("model_state" in k for k in got)
+  differ = [name for name in expected if not np.array_equal(expected[name], got[name])]
+  assert not differ, (f"{len(differ)} of {len(expected)} state leaves differ (first {differ[:3]}); "
+                      f"preempted at step {preempted_at}; resumed: {resumed_at}")
 
 
 def test_nan_loss_stops_with_clear_message(cnmc_manual, tmp_path):
   result = run_main(tmp_path / "nan", *data_flags(cnmc_manual, tmp_path / "tfds"),
                     "--config.train.learning_rate=1e30", "--config.train.grad_clip_norm=0",
-                    "--config.train.epochs=2", config=KILL_CONFIG)
+                    "--config.train.epochs=2", config=CNMC_MOBILENET)
   assert result.returncode != 0
   assert "Non-finite loss" in result.stderr + result.stdout
   assert "last good checkpoint" in result.stderr + result.stdout
@@ -161,18 +165,7 @@ def test_nan_loss_stops_with_clear_message(cnmc_manual, tmp_path):
 
 def test_batch_not_divisible_by_devices_is_an_error(cnmc_manual, tmp_path):
   result = run_main(tmp_path / "div", *data_flags(cnmc_manual, tmp_path / "tfds"),
-                    "--config.train.global_batch_size=3", config=KILL_CONFIG,
+                    "--config.train.global_batch_size=3", config=CNMC_MOBILENET,
                     env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert result.returncode != 0
   assert "not divisible by the 2 devices" in result.stderr + result.stdout
-
-
-def test_run_without_a_test_split_reports_train_and_val(cnmc_manual, tmp_path):
-  """`configs/cnmc.py:MODEL,all_subjects` trains on every subject: no test split to evaluate."""
-  result = run_main(tmp_path / "all", *data_flags(cnmc_manual, tmp_path / "tfds"),
-                    "--config.data.split.protocol=paper_random", "--config.data.split.fractions=(0.85,0.15,0.0)",
-                    config="configs/baselines.py:mobilenet,cnmc,smoke")
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-  report = json.loads((tmp_path / "all" / "report.json").read_text())
-  assert sorted(report["splits"]) == ["train", "val"]
-  assert report["splits"]["train"]["n_images"] + report["splits"]["val"]["n_images"] == 87

@@ -76,7 +76,6 @@ def get_config(arg: str | None = None):
   c.data.augment.flip = True
   c.data.augment.small_angle_deg = 20.0  # Kim et al.'s ImageDataGenerator settings
   c.data.augment.brightness = 0.2
-  c.data.num_workers = 0
   c.model.pretrained.enabled = pretrained
   c.model.bn_momentum = None if pretrained else 0.9  # Keras's 0.99 for ImageNet weights
 

@@ -54,7 +54,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   # cell's pixels by 8-22 grey levels on average: strong next to a typical H value of ~0.11.
   c.augment.hed_sigma = 0.0
 
-  c.num_workers = 0  # 0 = in-process; >0 = grain multiprocessing prefetch with that many workers
+  # -1 = chosen for the machine (leukojax/data/workers.py: in-process on the CPU backend, a worker per
+  # free host core on accelerators); 0 = in-process; >0 = grain multiprocessing with that many workers.
+  c.num_workers = -1
   c.worker_buffer_size = 2  # batches each worker prepares ahead
   c.read_threads = 2  # in-process threads decoding examples (per process, per worker)
   c.prefetch_buffer_size = 64  # examples buffered by those threads

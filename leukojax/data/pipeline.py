@@ -24,6 +24,7 @@ from leukojax.data import transforms as T
 from leukojax.data.catalog import Catalog, RowSource, scan_sources
 from leukojax.data.stats import DataStats, cached_stats, channel_stats
 from leukojax.data.views import get_view
+from leukojax.data.workers import resolve_num_workers
 from leukojax.models.preprocessing import MODES
 
 EVAL_SPLITS: tuple[str, ...] = ("val", "test", "train")
@@ -214,6 +215,7 @@ def build_pipeline(
     raise ValueError(f"process_index {process_index} out of range for process_count {process_count}.")
   per_process = _per_process(global_batch_size, process_count, "global batch size")
   _per_process(eval_batch_size, process_count, "eval batch size")
+  num_workers = resolve_num_workers(config.num_workers)
   view = get_view(config.dataset, config.task)
   if sources is None:
     sources = dict(_load_sources(config))
@@ -253,7 +255,7 @@ def build_pipeline(
   def compute() -> tuple[Any, Any, int]:
     src = RowSource(sources, catalog.split[train_rows], catalog.index[train_rows], train_labels)
     ds = grain.MapDataset.source(src).map(prepare).to_iter_dataset(read_options).batch(64)
-    ds = _maybe_mp(ds, config.num_workers, config.worker_buffer_size)
+    ds = _maybe_mp(ds, num_workers, config.worker_buffer_size)
     return channel_stats(batch["image"] for batch in ds)
 
   stats = cached_stats(workdir, _fingerprint(config, catalog, train_rows), compute, write=process_index == 0)
@@ -273,14 +275,14 @@ def build_pipeline(
     ds = ds.random_map(augment)
   ds = ds.map(T.Normalize(**normalize, keys=T.TRAIN_KEYS))
   train = _maybe_mp(ds.to_iter_dataset(read_options).batch(per_process, drop_remainder=True),
-                    config.num_workers, config.worker_buffer_size)
+                    num_workers, config.worker_buffer_size)
 
   eval_splits = {
       name: EvalSplit(
           name=name, metadata=_metadata(catalog, result.rows[name]), sources=sources,
           source_split=catalog.split[result.rows[name]], source_index=catalog.index[result.rows[name]],
           prepare=prepare, normalize=T.Normalize(**normalize, keys=T.EVAL_KEYS), batch_size=eval_batch_size,
-          process_index=process_index, process_count=process_count, num_workers=config.num_workers,
+          process_index=process_index, process_count=process_count, num_workers=num_workers,
           worker_buffer_size=config.worker_buffer_size, read_options=read_options,
       )
       for name in EVAL_SPLITS

@@ -35,4 +35,5 @@ def enable_compilation_cache(default_dir: str = "~/.cache/leukojax/xla") -> None
   """The persistent XLA cache: a rerun (or resume) skips recompiling the large backbones."""
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(default_dir))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):  # the tests cache everything
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

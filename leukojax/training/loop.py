@@ -28,6 +28,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from leukojax.data import Pipeline, describe_splits
+from leukojax.data.workers import AUTO as AUTO_WORKERS, resolve_num_workers
 from leukojax.models import depthwise
 from leukojax.training import checkpoints, inputs, optimizer, sharding, state as state_lib, steps
 from leukojax.training.metric_writer import MetricWriter
@@ -95,9 +96,22 @@ class Outcome:
   preempted: bool = False
 
 
+def _num_workers(config: ml_collections.ConfigDict, workdir: str) -> int:
+  """The grain worker count, recorded as resolved: the training stream's order depends on it
+  (docs/data.md), so a resumed run keeps the count it started with unless one is asked for."""
+  stored = os.path.join(workdir, "config.json")
+  if config.data.num_workers == AUTO_WORKERS and os.path.exists(stored):
+    with open(stored) as f:
+      return resolve_num_workers(int(json.load(f)["data"].get("num_workers", 0)))
+  return resolve_num_workers(config.data.num_workers)
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   """Mesh, data, model and state: restored from the workdir's last checkpoint, else fresh."""
   os.makedirs(workdir, exist_ok=True)
+  config.data.num_workers = _num_workers(config, workdir)
+  logging.info("Input pipeline: %d grain worker processes%s.", config.data.num_workers,
+               "" if config.data.num_workers else " (in-process, read threads only)")
   write_config(config, workdir)
   mesh = sharding.create_mesh(config.mesh.fsdp)
   sharding.check_batch_size(config.train.global_batch_size, mesh)

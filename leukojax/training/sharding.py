@@ -16,9 +16,9 @@ BATCH_AXES = ("data", "fsdp")
 FSDP_MIN_SIZE = 2**16
 
 
-def create_mesh(fsdp: int = 1) -> Mesh:
-  """A 2-D mesh over all global devices; `fsdp` devices per parameter shard group."""
-  devices = jax.devices()
+def create_mesh(fsdp: int = 1, devices: list | None = None) -> Mesh:
+  """A 2-D mesh over all global devices (or `devices`); `fsdp` devices per parameter shard group."""
+  devices = jax.devices() if devices is None else list(devices)
   if len(devices) % fsdp:
     raise ValueError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices.")
   grid = np.asarray(devices).reshape(len(devices) // fsdp, fsdp)
