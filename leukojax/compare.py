@@ -10,6 +10,7 @@ import sys
 from absl import app, flags
 
 from leukojax.evaluation import comparison
+from leukojax.runtime import cli
 
 _SPLIT = flags.DEFINE_string("split", "test", "Split whose metrics are tabulated.")
 
@@ -25,7 +26,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (pyproject.toml [project.scripts])."""
-  app.run(main)
+  cli.run("leukojax.compare", main)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from leukojax.evaluation import cross_validation
+from leukojax.runtime import cli
 
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: beside the first workdir, '<model>_cv').")
 _PREDICTIONS = flags.DEFINE_string(
@@ -42,7 +43,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (pyproject.toml [project.scripts])."""
-  app.run(main)
+  cli.run("leukojax.cv", main)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ explains every output.
 
 from __future__ import annotations
 
-import os
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from leukojax.runtime import startup
+from leukojax.runtime import cli, startup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints/).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (validation-selected), 'latest' or a step.")
@@ -53,7 +52,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (pyproject.toml [project.scripts])."""
-  app.run(main)
+  cli.run("leukojax.evaluate", main)
 
 
 if __name__ == "__main__":

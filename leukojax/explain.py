@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags, logging
 
-from leukojax.runtime import startup
+from leukojax.runtime import cli, startup
 
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                 "A training workdir (python -m leukojax.main ... --workdir W).")
@@ -56,7 +56,9 @@ def main(argv: list[str]) -> None:
       method=_METHOD.value, layers=parse_layers(_LAYER.value), target_class=_TARGET.value,
       lime_samples=_SAMPLES.value, lime_batch_size=_BATCH.value, segmentation=_SEGMENTATION.value,
       n_segments=_SEGMENTS.value, hide_color=_HIDE.value, top_fraction=_FRACTION.value, seed=_SEED.value)
-  summary = explainer.explain_workdir(_WORKDIR.value, paths, options, out_dir=_OUT.value,
+  from leukojax.data.images import expand_image_paths  # folders too, as leukojax.predict
+
+  summary = explainer.explain_workdir(_WORKDIR.value, expand_image_paths(paths), options, out_dir=_OUT.value,
                                    checkpoint=_CHECKPOINT.value)
   out = _OUT.value or f"{_WORKDIR.value}/explanations"
   logging.info("Explained %d image(s) into %s; mean Grad-CAM/LIME IoU %s (chance %s).",
@@ -64,12 +66,13 @@ def main(argv: list[str]) -> None:
   if summary["failed"]:
     for failure in summary["failed"]:
       print(failure["error"], file=sys.stderr)
-    sys.exit(1)
+    sys.exit(f"leukojax.explain: error: {len(summary['failed'])} of {len(summary['failed']) + len(summary['images'])} "
+             "inputs could not be read (listed above); the explanations of the others are written.")
 
 
 def run() -> None:
   """Console-script entry point (pyproject.toml [project.scripts])."""
-  app.run(main)
+  cli.run("leukojax.explain", main)
 
 
 if __name__ == "__main__":

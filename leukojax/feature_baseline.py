@@ -14,6 +14,8 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
+from leukojax.runtime import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A C-NMC config, e.g. configs/cnmc.py:hybrid,fold=0.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
@@ -32,7 +34,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   """Console-script entry point (pyproject.toml [project.scripts])."""
-  app.run(main)
+  cli.run("leukojax.feature_baseline", main)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from leukojax.runtime import startup
+from leukojax.runtime import cli, startup
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/hybrid.py:sample.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; default workdirs/<config.name>. "
                                "Rerunning on a workdir with checkpoints resumes.")
+_ALLOW_CHANGE = flags.DEFINE_list(
+    "allow_config_change", [], "Resume a workdir under these changed fields (e.g. train.epochs); any other "
+    "change from its config.json is refused (leukojax/training/run_config.py).")
 startup.define_distributed_flags()
 flags.mark_flags_as_required(["config"])
 
@@ -26,12 +29,12 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join("workdirs", config.name)
   logging.info("Config %s, workdir %s.", config.name, workdir)
-  training_run.train_and_evaluate(config, workdir)
+  training_run.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CHANGE.value)
 
 
 def run() -> None:
   """Console-script entry point (pyproject.toml [project.scripts])."""
-  app.run(main)
+  cli.run("leukojax.main", main)
 
 
 if __name__ == "__main__":

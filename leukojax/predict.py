@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags, logging
 
-from leukojax.runtime import startup
+from leukojax.runtime import cli, startup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (holds config.json and checkpoints/).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (validation-selected), 'latest' or a step.")
@@ -56,18 +56,21 @@ def main(argv: list[str]) -> None:
   overrides = {k: v for k, v in (("data.data_dir", _DATA_DIR.value), ("data.manual_dir", _MANUAL_DIR.value))
                if v}
   try:
-    predict_run.predict_workdir(
+    result = predict_run.predict_workdir(
         _WORKDIR.value, paths=paths, split=_SPLIT.value, checkpoint=checkpoint, overrides=overrides,
         out=_OUT.value, isbi_path=_ISBI.value, threshold=_THRESHOLD.value, tta=_TTA.value,
         with_data=_WITH_DATA.value, batch_size=_BATCH.value, labels_csv=_LABELS.value)
   except (prediction.PredictionError, DataError) as error:  # bad inputs or options: the message says what to do
-    sys.exit(f"leukojax.predict: {error}")
+    sys.exit(f"leukojax.predict: error: {error}")
+  if result.skipped:  # as leukojax.explain: the rest is written, but the command did not do all it was asked
+    sys.exit(f"leukojax.predict: error: {len(result.skipped)} of {len(result.skipped) + len(result.file_names)} "
+             "inputs could not be read (listed above); the predictions of the others are written.")
   logging.info("Done.")
 
 
 def run() -> None:
   """Console-script entry point (pyproject.toml [project.scripts])."""
-  app.run(main)
+  cli.run("leukojax.predict", main)
 
 
 if __name__ == "__main__":

@@ -134,9 +134,10 @@ def test_predict_cli_reports_unreadable_files_and_predicts_the_rest(sample_run, 
   out = tmp_path / "predictions.csv"
   result = run_cli("leukojax.predict", f"--workdir={sample_run}", f"--out={out}", "--threshold=0.5",
                    folder, single, tmp_path / "missing.jpg")
-  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.returncode == 1, result.stderr[-3000:]  # as leukojax.explain: not all it was asked
   assert "broken.png" in result.stderr and "missing.jpg" in result.stderr
-  rows = list(csv.DictReader(out.open()))
+  assert "2 of 5 inputs could not be read" in result.stderr and "Traceback" not in result.stderr
+  rows = list(csv.DictReader(out.open()))  # the readable ones are all written
   assert [pathlib.Path(r["file"]).name for r in rows] == ["WBC-Benign-001.jpg", "WBC-Benign-002.jpg",
                                                             single.name]
   for row in rows:

@@ -13,11 +13,13 @@ import os
 
 from absl import logging
 
+from leukojax.errors import LeukojaxError
+
 ON_CORRUPT_ENV = "LEUKOJAX_ON_CORRUPT"
 ON_CORRUPT_CHOICES = ("error", "skip")
 
 
-class DataError(ValueError):
+class DataError(LeukojaxError, ValueError):
   """The raw data is not what a builder expects; the message says where and what to do."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,6 +97,28 @@ def check_image(data: bytes, where: str, *, size: tuple[int, int] | None = None,
   if image.mode != "RGB":
     raise CorruptImageError(f"Image {where} has mode {image.mode}, expected RGB; {_BUILD_FIX}.")
   return image
+
+
+def expand_image_paths(inputs: Sequence[str]) -> list[str]:
+  """Files as given; folders searched recursively for image files, in natural order (every command
+  that reads a user's images: predict, explain). A folder without one is an error naming it."""
+  out = []
+  for item in inputs:
+    path = pathlib.Path(item)
+    if path.is_dir():
+      found = [str(p) for p in path.rglob("*") if p.is_file() and is_image_path(str(p))]
+      if not found:
+        raise ImageReadError(f"The folder {path} holds no image files (looked for {', '.join(IMAGE_SUFFIXES)}, "
+                             "in subfolders too); give the folder that holds the images.")
+      out.extend(sorted(found, key=natural_key))
+    else:
+      out.append(str(path))  # a missing or unreadable file is reported where it is read
+  return out
+
+
+def natural_key(text: str) -> list:
+  """'2.bmp' before '10.bmp'."""
+  return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
 def is_image_path(path: str) -> bool:

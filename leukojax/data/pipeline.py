@@ -121,7 +121,8 @@ def _maybe_mp(ds: grain.IterDataset, num_workers: int, buffer_size: int) -> grai
   return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=buffer_size))
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
+def check_data_config(config: ml_collections.ConfigDict) -> None:
+  """The `config.data` fields a pipeline cannot start without; checked before any data is read."""
   if config.preprocessing not in MODES:
     raise ValueError(f"Unknown data.preprocessing {config.preprocessing!r}; expected one of {MODES}.")
   if config.balance not in balance_lib.BALANCE_MODES:
@@ -210,7 +211,7 @@ def build_pipeline(
   random-access sequence of records) replaces `load_split_sources`, for tests. Statistics are
   read from / written to `workdir` (process 0 writes; None keeps them in memory only).
   """
-  _check_config(config)
+  check_data_config(config)
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} out of range for process_count {process_count}.")
   per_process = _per_process(global_batch_size, process_count, "global batch size")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from leukojax.errors import LeukojaxError
 from leukojax.data import errors
 from leukojax.data.catalog import Catalog
 
@@ -25,7 +26,7 @@ CNMC_TRAIN_FOLDS: tuple[str, ...] = ("fold_0", "fold_1", "fold_2")
 CNMC_OFFICIAL_TEST = "prelim_test"  # the labelled preliminary test; final_test has no labels
 
 
-class SubjectLeakageError(ValueError):
+class SubjectLeakageError(LeukojaxError, ValueError):
   """A subject's images appear in more than one split of a subject-disjoint protocol."""
 
 

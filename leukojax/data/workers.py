@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from leukojax.errors import ConfigError
+
 AUTO = -1  # `data.num_workers = -1`: the default, resolved by `resolve_num_workers`
 MAX_WORKERS = 16
 
@@ -29,7 +31,7 @@ def resolve_num_workers(requested: int, backend: str | None = None) -> int:
   if requested >= 0:
     return requested
   if requested != AUTO:
-    raise ValueError(f"data.num_workers={requested}: use -1 (chosen for the machine), 0 (in-process) "
+    raise ConfigError(f"data.num_workers={requested}: use -1 (chosen for the machine), 0 (in-process) "
                      "or a number of grain worker processes.")
   if backend is None:
     import jax

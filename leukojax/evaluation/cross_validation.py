@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from leukojax.errors import LeukojaxError
 from leukojax.evaluation import analysis, report
 from leukojax.models import outputs
 
 FOLD_ROWS = ("isbi_weighted_f1", "accuracy", "sensitivity", "specificity", "AUC")
 
 
-class CrossValidationError(ValueError):
+class CrossValidationError(LeukojaxError, ValueError):
   """The workdirs are not the folds of one subject cross-validation."""
 
 

@@ -18,14 +18,13 @@ import csv
 import dataclasses
 import json
 import os
-import pathlib
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from absl import logging
 
+from leukojax.errors import LeukojaxError
 from leukojax.evaluation import analysis, inference, thresholds, tta
 from leukojax.data import images
 from leukojax.data import transforms as T
@@ -59,7 +58,7 @@ class Prediction:
   warnings: list[str] = dataclasses.field(default_factory=list)
 
 
-class PredictionError(ValueError):
+class PredictionError(LeukojaxError, ValueError):
   """Bad inputs or options of a prediction; the message says what to do."""
 
 
@@ -77,21 +76,8 @@ class PreparedImages:
     return {"image": self.images[int(i)]}
 
 
-def natural_key(text: str) -> list:
-  return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
-def expand_paths(inputs: Sequence[str]) -> list[str]:
-  """Files as given; folders searched recursively for image files, in natural order."""
-  out = []
-  for item in inputs:
-    path = pathlib.Path(item)
-    if path.is_dir():
-      found = [str(p) for p in path.rglob("*") if p.is_file() and images.is_image_path(str(p))]
-      out.extend(sorted(found, key=natural_key))
-    else:
-      out.append(str(path))  # a missing or unreadable file is reported by `read_and_prepare`
-  return out
+natural_key = images.natural_key
+expand_paths = images.expand_image_paths
 
 
 def read_and_prepare(paths: Sequence[str], prepare: T.PrepareImage, num_threads: int = 4

@@ -19,13 +19,14 @@ import jax
 import ml_collections
 from flax import nnx
 
+from leukojax.errors import LeukojaxError
 from leukojax.data import DataStats, Pipeline, load_stats
 from leukojax.evaluation import inference
 from leukojax.training import checkpoints, inputs, sharding
 from leukojax.training.state import ModelGraphs, ModelVariables, abstract_model_variables
 
 
-class WorkdirError(FileNotFoundError):
+class WorkdirError(LeukojaxError, FileNotFoundError):
   """The workdir lacks what a restore needs (its config or any checkpoint)."""
 
 

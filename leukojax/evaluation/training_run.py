@@ -8,19 +8,22 @@ when training ends, evaluates the best checkpoint with `run_evaluation.evaluate_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 from absl import logging
 
-from leukojax.evaluation import inference, restore, run_evaluation
+from leukojax.evaluation import config_check, inference, restore, run_evaluation
 from leukojax.training import checkpoints, loop
 from leukojax.training.state import ModelVariables
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_config_change: Sequence[str] = ()) -> dict[str, Any]:
   """Trains, keeps the best validation state, evaluates it (report.json, report.md, plots)."""
-  run = loop.setup(config, workdir)
+  config_check.check_config(config)  # before any work: a bad config costs seconds, not a dataset build
+  run = loop.setup(config, workdir, allow_config_change)
   eval_fn = inference.make_eval_fn(run.graphs)
   val_split = run.pipeline.eval_splits["val"]
 
@@ -31,6 +34,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   outcome = loop.train(run, validate)
   if outcome.preempted:
     return {"preempted_at_step": outcome.step}
+  if run.config_changes:  # the run finished under them: from now on they are the workdir's config
+    loop.write_config(config, workdir)
   target = checkpoints.abstract_like(
       ModelVariables(params=run.state.params, model_state=run.state.model_state),
       ModelVariables(params=run.state_shardings.params, model_state=run.state_shardings.model_state))

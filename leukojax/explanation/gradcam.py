@@ -31,6 +31,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from leukojax.errors import LeukojaxError
 from leukojax.models import layers as layers_lib
 from leukojax.models import outputs
 from leukojax.models.classifier import BackboneClassifier
@@ -60,7 +61,7 @@ SMALL_INPUT_LAYERS: dict[str, str] = {
 COARSE_CELLS = 4  # a map with fewer cells than this on a side can hardly localise anything
 
 
-class GradCAMLayerError(ValueError):
+class GradCAMLayerError(LeukojaxError, ValueError):
   """A requested Grad-CAM layer does not exist or does not reach the model's output."""
 
 

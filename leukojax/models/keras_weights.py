@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from leukojax.errors import LeukojaxError
 from leukojax.models import layers
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 Path = tuple[Any, ...]
 
 
-class KerasWeightsError(ValueError):
+class KerasWeightsError(LeukojaxError, ValueError):
   """A weight file (or converted checkpoint) that does not fit the model it is loaded into."""
 
 

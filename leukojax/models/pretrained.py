@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from flax import nnx, traverse_util
 
+from leukojax.errors import LeukojaxError
 from leukojax.models import keras_weights
 from leukojax.models.keras_weights import KerasWeightsError
 from leukojax.models.layers import Backbone
@@ -92,7 +93,7 @@ WEIGHTS_FILES: dict[tuple[str, bool], WeightsFile] = {
 }
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(LeukojaxError, FileNotFoundError):
   """The weight file is neither at the given path nor in the Keras cache."""
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -27,17 +27,18 @@ import tqdm
 from absl import logging
 from jax.experimental import multihost_utils
 
+from leukojax.errors import LeukojaxError
 from leukojax.data import Pipeline, describe_splits
 from leukojax.data.workers import AUTO as AUTO_WORKERS, resolve_num_workers
 from leukojax.models import depthwise
-from leukojax.training import checkpoints, inputs, optimizer, sharding, state as state_lib, steps
+from leukojax.training import checkpoints, inputs, optimizer, run_config, sharding, state as state_lib, steps
 from leukojax.training.metric_writer import MetricWriter
 
 # Scores a train state on the validation split: {"loss": ..., "accuracy": ..., "AUC": ...}.
 Validate = Callable[[state_lib.TrainState], Mapping[str, float]]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(LeukojaxError, FloatingPointError):
   """Raised when the loss or the gradients stop being finite."""
 
 
@@ -85,6 +86,7 @@ class Setup:
   ckpt: checkpoints.Checkpointer
   data_iterator: Any
   resume_step: int | None
+  config_changes: Mapping[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)  # accepted on resume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,13 +108,31 @@ def _num_workers(config: ml_collections.ConfigDict, workdir: str) -> int:
   return resolve_num_workers(config.data.num_workers)
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
-  """Mesh, data, model and state: restored from the workdir's last checkpoint, else fresh."""
-  os.makedirs(workdir, exist_ok=True)
+def _has_checkpoints(workdir: str) -> bool:
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change: Sequence[str] = ()) -> Setup:
+  """Mesh, data, model and state: restored from the workdir's last checkpoint, else fresh.
+
+  The config is compared with the one the workdir's checkpoints were trained under before anything
+  is built or written (`run_config`); `evaluation.config_check` has checked it whole before.
+  """
   config.data.num_workers = _num_workers(config, workdir)
+  config_changes = run_config.check_rerun(
+      run_config.read_stored(workdir), run_config.as_record(config), workdir=workdir,
+      has_checkpoints=_has_checkpoints(workdir), allow=allow_config_change)
+  os.makedirs(workdir, exist_ok=True)
+  if config_changes:
+    logging.warning("Resuming under the changed %s (recorded in %s; config.json is updated when the run "
+                    "finishes).", ", ".join(config_changes), run_config.HISTORY)
+    if jax.process_index() == 0:
+      run_config.record_changes(workdir, config_changes)
+  else:
+    write_config(config, workdir)
   logging.info("Input pipeline: %d grain worker processes%s.", config.data.num_workers,
                "" if config.data.num_workers else " (in-process, read threads only)")
-  write_config(config, workdir)
   mesh = sharding.create_mesh(config.mesh.fsdp)
   sharding.check_batch_size(config.train.global_batch_size, mesh)
   sharding.check_batch_size(config.eval.batch_size, mesh)
@@ -139,7 +159,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Setup:
   return Setup(config=config, workdir=workdir, mesh=mesh, pipeline=pipeline,
                class_weights=inputs.loss_class_weights(config, pipeline), graphs=graphs, state=state,
                state_shardings=state_shardings, tx=tx, schedule=schedule, ckpt=ckpt,
-               data_iterator=data_iterator, resume_step=resume_step)
+               data_iterator=data_iterator, resume_step=resume_step, config_changes=config_changes)
 
 
 def start_batch_norm_from_data(state: state_lib.TrainState, graphs: state_lib.ModelGraphs, pipeline, mesh,
@@ -322,7 +342,7 @@ def _stop(what: str, last_good_step, workdir, ckpt) -> None:
           "resumes from it." if last_good_step is not None else
           "No checkpoint was saved before it (nothing to resume from); the next run starts afresh.")
   raise NonFiniteLossError(
-      f"{what}; training stopped and nothing after the last good checkpoint was saved. {kept} "
+      f"{what}; training stopped and nothing non-finite was saved. {kept} "
       "Lower train.learning_rate, set train.grad_clip_norm, or check the input data.")
 
 
