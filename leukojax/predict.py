@@ -5,7 +5,8 @@ Writes a CSV of file, probability, predicted label and class name, at the valida
 threshold of the run by default (`--threshold 0.5` for the papers' one). Folders are searched
 recursively for images; files that cannot be read are reported by name and skipped (the rest is
 written, and the exit status is then 1, as `leukojax.explain`'s). `--split` predicts a split of
-the run's dataset instead (C-NMC: `final_test`, `prelim_test`, `fold_k`), and `--isbi` writes the ISBI 2019 challenge submission for the final test (leukojax.prediction).
+the run's dataset instead (C-NMC: `final_test`, `prelim_test`, `fold_k`), and `--isbi` writes
+the ISBI 2019 challenge submission for the final test (leukojax.prediction).
 
 C-NMC runs also score the user's own labelled cells: `python -m leukojax.predict --workdir W DIR`
 reads each cell's subject and class from its `UID_<subject>_..._<all|hem>.bmp` name (flat, or in
