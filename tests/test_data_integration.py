@@ -1,12 +1,14 @@
 """The pipeline through the real TFDS builders: the bundled Taleqani sample and a synthetic C-NMC set."""
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
 
 from leukojax.data import build_pipeline, default_data_config, describe_splits, load_stats
-from leukojax.data import synthetic_cnmc
+from leukojax.data import errors, synthetic_cnmc
+from leukojax.data.sources import resolve_builder_config
 from leukojax.data.catalog import RowSource
 from tfds_builders.taleqani_all import taleqani_all_dataset_builder as taleqani
 
@@ -56,6 +58,7 @@ def test_taleqani_sample_benign_vs_pro_b(data_dir, tmp_path):
   assert sum(int(b["mask"].sum()) for b in val) == len(p.eval_splits["val"])
   assert all(n.startswith(b"WBC-") for n in p.eval_splits["test"].metadata["file_name"])
   assert load_stats(tmp_path) == p.stats and p.stats.num_images == s["splits"]["train"]["images"]
+  assert p.stats.geometry == {"height": [224, 224], "width": [224, 224], "max_aspect": 1.0}  # the originals'
   # Worker processes receive the real ArrayRecord sources and transforms by pickling.
   train = p.eval_splits["train"]
   src = RowSource(train.sources, train.source_split, train.source_index, train.metadata["label"])
@@ -86,3 +89,24 @@ def test_synthetic_cnmc_subject_and_official_protocols(data_dir, cnmc_manual, tm
   test = official.eval_splits["test"]
   assert len(test) == 12 and set(test.metadata["label"]) == {0, 1}  # the labelled preliminary test
   assert not set(test.metadata["subject_id"]) & set(official.eval_splits["train"].metadata["subject_id"])
+
+
+def test_skipped_files_reach_the_run_summary(tmp_path, monkeypatch):
+  """A skip build of the real sample with one image destroyed: the summary and splits.txt name it."""
+  manual = tmp_path / "manual"
+  for folder in ("Benign", "Early", "Pre", "Pro"):
+    (manual / "Original" / folder).mkdir(parents=True)
+    for path in sorted((taleqani.SAMPLE_MANUAL_DIR / "Original" / folder).iterdir())[:8]:
+      shutil.copyfile(path, manual / "Original" / folder / path.name)
+  bad = sorted((manual / "Original/Pro").iterdir())[0]
+  bad.write_bytes(bad.read_bytes()[:100])
+  monkeypatch.setenv(errors.ON_CORRUPT_ENV, "skip")
+  config = _taleqani_config(str(tmp_path / "tfds"), manual_dir=str(manual))
+  config.builder_config = resolve_builder_config(config.dataset, config.builder_config)
+  p = build_pipeline(config, global_batch_size=4, eval_batch_size=4, workdir=None, seed=0)
+  where = f"Original/Pro/{bad.name}"
+  assert p.summary["build"] == {"name": "taleqani_all/original_skip_corrupt/1.0.0", "on_corrupt": "skip",
+                                "skipped_corrupt": [where]}
+  assert sum(d["images"] for d in p.summary["splits"].values()) == 15
+  text = describe_splits(p)
+  assert "on_corrupt=skip, 1 corrupt image(s) left out" in text and f"skipped {where}" in text

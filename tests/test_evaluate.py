@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from flax import nnx
 
 from leukojax.evaluation import inference, isbi, prediction, restore, run_evaluation, tta
@@ -94,6 +95,8 @@ def test_training_writes_the_full_report_and_plots(sample_run):
     assert "at_chosen_threshold" in s and "patient_level" not in s
   md = (sample_run / "report.md").read_text()
   assert md.count("no patient ids exist in this dataset") >= 3  # header and every table heading
+  assert final["data_build"]["skipped_corrupt"] == [] and "**Data build:** taleqani_all/original/1.0.0, complete" in md
+  assert "complete (corrupt images stop the build)" in (sample_run / "splits.txt").read_text()
   assert "| Sensitivity (recall) |" in md and "| Weighted F1 (ISBI 2019 score) |" in md
   for name in ("learning_curves", "confusion_train", "confusion_test", "roc", "precision_recall"):
     assert (sample_run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -130,16 +133,20 @@ def test_predict_cli_reports_unreadable_files_and_predicts_the_rest(sample_run, 
   for name in ("WBC-Benign-001.jpg", "WBC-Benign-002.jpg"):
     shutil.copy(SAMPLE_MANUAL_DIR / "Original" / "Benign" / name, folder / name)
   (folder / "broken.png").write_bytes(b"not an image")
+  Image.new("RGB", (1, 1), (200, 150, 170)).save(folder / "dot.png")  # scored, but flagged
   single = SAMPLE_MANUAL_DIR / "Original" / "Pro" / "WBC-Malignant-Pro-001.jpg"
   out = tmp_path / "predictions.csv"
   result = run_cli("leukojax.predict", f"--workdir={sample_run}", f"--out={out}", "--threshold=0.5",
                    folder, single, tmp_path / "missing.jpg")
   assert result.returncode == 1, result.stderr[-3000:]  # as leukojax.explain: not all it was asked
   assert "broken.png" in result.stderr and "missing.jpg" in result.stderr
-  assert "2 of 5 inputs could not be read" in result.stderr and "Traceback" not in result.stderr
+  assert "2 of 6 inputs could not be read" in result.stderr and "Traceback" not in result.stderr
+  assert "Flagged 1 input(s) far from the training images" in result.stderr
   rows = list(csv.DictReader(out.open()))  # the readable ones are all written
-  assert [pathlib.Path(r["file"]).name for r in rows] == ["WBC-Benign-001.jpg", "WBC-Benign-002.jpg",
+  assert [pathlib.Path(r["file"]).name for r in rows] == ["dot.png", "WBC-Benign-001.jpg", "WBC-Benign-002.jpg",
                                                             single.name]
+  assert [bool(r["geometry"]) for r in rows] == [True, False, False, False]
+  assert "far from the training images 224-224 px high, 224-224 px wide" in rows[0]["geometry"]
   for row in rows:
     assert 0.0 <= float(row["probability"]) <= 1.0
     assert int(row["label"]) == int(float(row["probability"]) >= 0.5) and row["class"] in ("benign", "pro_b")

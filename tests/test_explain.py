@@ -275,10 +275,12 @@ def test_cli_explains_a_trained_run(sample_run, tmp_path):
   images = [SAMPLE / "Pro" / "WBC-Malignant-Pro-001.jpg", SAMPLE / "Benign" / "WBC-Benign-001.jpg"]
   broken = tmp_path / "broken.jpg"
   broken.write_bytes(b"not a jpeg")
+  dot = tmp_path / "dot.png"  # decodable, but nothing like the 224x224 training images
+  Image.new("RGB", (1, 1), (120, 40, 160)).save(dot)
   out = tmp_path / "explanations"
   cmd = [sys.executable, "-m", "leukojax.explain", f"--workdir={sample_run}", "--method=both",
          "--layer=conv1_relu", "--lime_samples=40", "--lime_batch_size=16", f"--out={out}",
-         str(images[0]), str(broken), str(images[1])]
+         str(images[0]), str(broken), str(images[1]), str(dot)]
   result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1"))
   assert result.returncode == 1, result.stderr[-3000:]
@@ -287,7 +289,9 @@ def test_cli_explains_a_trained_run(sample_run, tmp_path):
     with Image.open(out / name) as png:
       assert png.size[0] > 2 * png.size[1]  # original | Grad-CAM | LIME side by side
   summary = json.loads((out / "explanations.json").read_text())
-  assert [r["file"] for r in summary["images"]] == [str(p) for p in images]
+  assert [r["file"] for r in summary["images"]] == [str(p) for p in images + [dot]]
+  assert [bool(r["geometry"]) for r in summary["images"]] == [False, False, True]
+  assert "1x1 px (height 1 px, width 1 px) is far from the training images 224-224 px high" in result.stderr
   assert summary["failed"] == [{"file": str(broken), "error": summary["failed"][0]["error"]}]
   assert summary["lime_compilations"] == 1
   for record in summary["images"]:
@@ -299,4 +303,5 @@ def test_cli_explains_a_trained_run(sample_run, tmp_path):
   assert summary["mean_iou"] == (pytest.approx(np.mean(ious)) if ious else None)
   with open(out / "explanations.csv") as f:
     rows = list(csv.DictReader(f))
-  assert [row["png"] for row in rows] == ["WBC-Malignant-Pro-001.png", "WBC-Benign-001.png"]
+  assert [row["png"] for row in rows] == ["WBC-Malignant-Pro-001.png", "WBC-Benign-001.png", "dot.png"]
+  assert rows[2]["geometry"].startswith("1x1 px") and not rows[0]["geometry"]

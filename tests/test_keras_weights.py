@@ -238,3 +238,33 @@ def test_convert_and_load_converted(files, tmp_path):
   with pytest.raises(KerasWeightsError, match="holds mobilenet weights, not vgg16"):
     pretrained.load_converted(zeros_backbone("vgg16"), out)
   assert jax.tree.leaves(nnx.state(restored, nnx.Param))[0].dtype == np.float32
+
+
+def test_local_files_are_checked_against_the_published_hash(files, tmp_path, monkeypatch, caplog):
+  """Random weights in the official layout stand in for the real file; its 'published' md5 is patched in."""
+  key = ("mobilenet", True)
+  real = pretrained.WEIGHTS_FILES[key]
+  loaded = pretrained.load_pretrained(zeros_backbone("mobilenet", include_top=True), files["top"])
+  assert loaded["official"] is None and "publishes no hash" in caplog.text  # MobileNet: none published
+  md5 = pretrained.file_md5(files["top"])
+  monkeypatch.setitem(pretrained.WEIGHTS_FILES, key, pretrained.WeightsFile(real.file_name, real.url, md5))
+  loaded = pretrained.load_pretrained(zeros_backbone("mobilenet", include_top=True), files["top"])
+  assert loaded == {"source": str(files["top"]), "md5": md5, "official": True}
+  monkeypatch.setitem(pretrained.WEIGHTS_FILES, key, pretrained.WeightsFile(real.file_name, real.url, "f" * 32))
+  model = zeros_backbone("mobilenet", include_top=True)
+  before = values(model)
+  with pytest.raises(KerasWeightsError, match=rf"top\.h5 has md5 {md5}, not the published f{{32}}.*"
+                                              r"model\.pretrained\.custom_weights=True"):
+    pretrained.load_pretrained(model, files["top"])
+  assert_same(values(model), before)  # refused before anything changed
+  assert pretrained.load_pretrained(model, files["top"], custom=True)["official"] is False
+  out = tmp_path / "custom"
+  with pytest.raises(KerasWeightsError, match="--custom_weights"):
+    convert.main(["--backbone", "mobilenet", "--weights", str(files["top"]), "--include_top", "--out", str(out)])
+  convert.main(["--backbone", "mobilenet", "--weights", str(files["top"]), "--include_top", "--out", str(out),
+                "--custom_weights"])
+  with pytest.raises(KerasWeightsError, match="converted from a custom file.*custom_weights"):
+    pretrained.load_pretrained(zeros_backbone("mobilenet", include_top=True), out)
+  restored = zeros_backbone("mobilenet", include_top=True)
+  assert pretrained.load_pretrained(restored, out, custom=True) == {"source": str(out), "md5": md5, "official": False}
+  assert_same(values(restored), values(model))

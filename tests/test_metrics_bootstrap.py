@@ -211,7 +211,8 @@ def _multiclass_report(tmp_path):
   return results, report.build_report(per_split, step=5, checkpoint="best", protocol="paper_random", class_names=names,
                              config=config, threshold=None, bootstrap={"unit": "image", "n_resamples": 50,
                                                                        "confidence": 0.95, "seed": 0},
-                             tta=False)
+                             tta=False, data_build={"name": "taleqani_all/original_skip_corrupt/1.0.0",
+                                                    "on_corrupt": "skip", "skipped_corrupt": ["Original/Pro/x.jpg"]})
 
 
 def test_multiclass_report_has_per_class_precision_recall_with_intervals(tmp_path):
@@ -223,6 +224,8 @@ def test_multiclass_report_has_per_class_precision_recall_with_intervals(tmp_pat
   paths = report.write_report(final, str(tmp_path))
   md = open(paths["md"]).read()
   assert "no patient ids exist in this dataset" in md and "arg-max" in md
+  assert ("**Data build:** taleqani_all/original_skip_corrupt/1.0.0, built with on_corrupt=skip: 1 corrupt "
+          "image(s) left out (`Original/Pro/x.jpg`)") in md
   assert "| early_pre_b |" in md and "AUC (one-vs-rest, macro)" in md and "Macro F1" in md
   assert "Threshold" not in md.split("## Image level")[1]
   from leukojax.evaluation import run_evaluation  # the figures: 4x4 confusion matrices, one-vs-rest ROC and PR

@@ -57,7 +57,8 @@ def test_all_hem_folders_give_subjects_truth_and_scores(cnmc_mobilenet_run, tmp_
   assert result.returncode == 0, result.stderr[-3000:]
   rows = read_rows(out)
   assert list(rows[0])[:4] == ["file", "probability", "label", "class"]  # old readers keep working
-  assert list(rows[0])[4:] == ["subject_id", "true_label"] and len(rows) == 88
+  assert list(rows[0])[4:] == ["subject_id", "true_label", "geometry"] and len(rows) == 88
+  assert not any(row["geometry"] for row in rows)  # real C-NMC cells, as in training
   for row in rows:
     name = pathlib.Path(row["file"]).name
     assert row["subject_id"] == name.split("_")[1].upper()

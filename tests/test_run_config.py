@@ -111,3 +111,10 @@ def test_rerun_with_changed_config_is_refused_then_more_epochs_resume_when_allow
   assert json.loads((workdir / "config.json").read_text())["train"]["epochs"] == 5  # the run finished
   (change,) = [json.loads(line) for line in (workdir / run_config.HISTORY).read_text().splitlines()]
   assert change["changes"] == {"train.epochs": [4, 5]}
+
+
+def test_a_field_added_later_is_no_change_at_its_default():
+  stored = {"model": {"pretrained": {"enabled": False}}}
+  assert not run_config.differences(stored, {"model": {"pretrained": {"enabled": False, "custom_weights": False}}})
+  assert run_config.differences(stored, {"model": {"pretrained": {"enabled": False, "custom_weights": True}}}) == {
+      "model.pretrained.custom_weights": (False, True)}

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from leukojax.data import errors
+from leukojax.data import sources
 from leukojax.data.sources import load_split_sources
 from tfds_builders.taleqani_all import taleqani_all_dataset_builder as taleqani
 
@@ -170,22 +171,39 @@ def test_grey_image_rejected(small):
 def test_corrupt_image_skipped_by_config(small, caplog):
   manual, data = small
   _truncate(manual / "Original/Pro/WBC-Malignant-Pro-003.jpg")
-  config = taleqani.TaleqaniConfig(name="original_skip_corrupt", folder="Original",
-                                   on_corrupt="skip")
   with caplog.at_level("WARNING"):
-    builder = _build(manual, data, config=config)
+    builder = _build(manual, data, config="original_skip_corrupt")
   assert builder.info.splits["train"].num_examples == 11
   assert builder.info.metadata["skipped_corrupt"] == ["Original/Pro/WBC-Malignant-Pro-003.jpg"]
   assert "skipping Original/Pro/WBC-Malignant-Pro-003.jpg" in caplog.text
 
 
-def test_corrupt_image_skipped_by_environment(small, monkeypatch):
+def test_skip_build_never_stands_in_for_the_complete_one(small, monkeypatch):
   manual, data = small
-  (manual / "Original/Early/WBC-Malignant-Early-001.jpg").write_bytes(b"not a jpeg")
+  bad = "Original/Early/WBC-Malignant-Early-001.jpg"
+  (manual / bad).write_bytes(b"not a jpeg")
   monkeypatch.setenv(errors.ON_CORRUPT_ENV, "skip")
-  builder = _build(manual, data)
-  assert builder.info.splits["train"].num_examples == 11
-  assert builder.info.metadata["on_corrupt"] == "skip"
+  with pytest.raises(errors.DataError, match=r"'original' is the complete build.*'original_skip_corrupt'"):
+    _build(manual, data)  # the variable no longer turns the complete config into a skipping one
+  name = sources.resolve_builder_config("taleqani_all", "original")
+  assert name == "original_skip_corrupt" and sources.resolve_builder_config("taleqani_all", None) == name
+  loaded = sources.load_dataset("taleqani_all", builder_config=name, data_dir=str(data), manual_dir=str(manual))
+  assert len(loaded.sources["train"]) == 11
+  assert loaded.build == {"name": "taleqani_all/original_skip_corrupt/1.0.0", "on_corrupt": "skip",
+                          "skipped_corrupt": [bad]}
   monkeypatch.setenv(errors.ON_CORRUPT_ENV, "ignore")
   with pytest.raises(errors.DataError, match=r"on_corrupt='ignore' is not one of"):
     _build(manual, data.parent / "data2")
+  monkeypatch.delenv(errors.ON_CORRUPT_ENV)
+  with pytest.raises(errors.DataError, match=r"'mine'.*does not end in '_skip_corrupt'.*'mine_skip_corrupt'"):
+    _build(manual, data.parent / "data3", config=taleqani.TaleqaniConfig(name="mine", on_corrupt="skip"))
+
+
+def test_skip_build_under_the_complete_name_is_refused(small):
+  """A build an older LeukoJAX made with LEUKOJAX_ON_CORRUPT=skip under the default name."""
+  manual, data = small
+  builder = _build(manual, data)
+  meta = pathlib.Path(builder.data_dir) / "metadata.json"
+  meta.write_text(meta.read_text().replace('"on_corrupt": "error"', '"on_corrupt": "skip"'))
+  with pytest.raises(errors.DataError, match=r"built with on_corrupt=skip.*complete build's name.*rebuild"):
+    sources.load_dataset("taleqani_all", builder_config="original", data_dir=str(data))

@@ -74,7 +74,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       config=baseline_config, threshold=chosen.to_json() if chosen else None,
       bootstrap={"unit": "subject" if data.summary.get("has_subjects") else "image",
                  "n_resamples": options.n_resamples, "confidence": options.confidence, "seed": options.seed},
-      tta=False)
+      tta=False, data_build=data.summary.get("build"))
   final["selected_by"] = "nothing: a logistic regression fit once on the training split"
   weights = zip(splits["train"].keys, map(float, model[-1].coef_[0]))  # per standardised feature
   final["coefficients"] = dict(sorted(weights, key=lambda kv: -abs(kv[1])))

@@ -45,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.pretrained = ml_collections.ConfigDict()
   c.model.pretrained.enabled = False  # ImageNet weights from the official Keras files
   c.model.pretrained.download = False  # fetch missing files (checksummed); never implicit
+  c.model.pretrained.custom_weights = False  # accept weight files whose md5 is not the published one
   c.model.pretrained.paths = ml_collections.ConfigDict({name: "" for name in BACKBONE_NAMES})
 
   c.train = ml_collections.ConfigDict()

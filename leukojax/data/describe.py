@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from leukojax.data.pipeline import Pipeline
+
+MAX_LISTED = 50  # skipped files named one per line; more are counted (all are in the build's metadata.json)
+
+
+def describe_build(build: Mapping[str, Any]) -> list[str]:
+  """The TFDS build a run read: complete, or which corrupt files it left out."""
+  skipped = build.get("skipped_corrupt", [])
+  if build.get("on_corrupt") != "skip":
+    return [f"data build {build['name']}: complete (corrupt images stop the build)"]
+  lines = [f"data build {build['name']}: on_corrupt=skip, {len(skipped)} corrupt image(s) left out"
+           + (":" if skipped else "")]
+  lines += [f"  skipped {name}" for name in skipped[:MAX_LISTED]]
+  if len(skipped) > MAX_LISTED:
+    lines.append(f"  ... and {len(skipped) - MAX_LISTED} more (all listed in the build's metadata.json)")
+  return lines
 
 
 def describe_splits(pipeline: Pipeline) -> str:
@@ -12,6 +30,7 @@ def describe_splits(pipeline: Pipeline) -> str:
   lines = [
       f"dataset {s['dataset']}, task {s['task']}, split protocol {s['protocol']}"
       + ("" if s["has_subjects"] else " (no subject ids: image-level splits)"),
+      *describe_build(s["build"]),
       f"duplicates dropped (same image_sha256): {s['duplicates_dropped']}"
       f" ({s['duplicate_label_conflicts']} with a different label)"
       + (f"; records outside the task's classes: {s['dropped_by_task_view']}" if s["dropped_by_task_view"] else ""),

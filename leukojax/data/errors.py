@@ -17,6 +17,7 @@ from leukojax.errors import LeukojaxError
 
 ON_CORRUPT_ENV = "LEUKOJAX_ON_CORRUPT"
 ON_CORRUPT_CHOICES = ("error", "skip")
+SKIP_SUFFIX = "skip_corrupt"  # the name ending every builder config that may leave files out
 
 
 class DataError(LeukojaxError, ValueError):
@@ -59,15 +60,41 @@ class ChecksumError(DataError):
   """A file differs (size or SHA-256) from the official download's."""
 
 
-def resolve_on_corrupt(value: str | None) -> str:
-  """Returns 'error' or 'skip': the explicit value, else `$LEUKOJAX_ON_CORRUPT`, else 'error'."""
-  value = value or os.environ.get(ON_CORRUPT_ENV) or "error"
+def _checked(value: str, where: str) -> str:
   if value not in ON_CORRUPT_CHOICES:
-    raise DataError(
-        f"on_corrupt={value!r} is not one of {ON_CORRUPT_CHOICES} (set through the builder config "
-        f"or the {ON_CORRUPT_ENV} environment variable)."
-    )
+    raise DataError(f"on_corrupt={value!r} is not one of {ON_CORRUPT_CHOICES} (set through {where}).")
   return value
+
+
+def skip_config_name(name: str) -> str:
+  """The builder config that stores the skip-corrupt build of config `name` apart from it."""
+  return name if name.endswith(SKIP_SUFFIX) else f"{name}_{SKIP_SUFFIX}"
+
+
+def resolve_on_corrupt(value: str | None, config_name: str) -> str:
+  """The policy of a build of builder config `config_name`: 'error' (default) or 'skip'.
+
+  A build that leaves files out must never stand in for a complete one, so 'skip' is allowed only
+  under a config whose name ends in `_skip_corrupt` (TFDS stores each config in its own folder),
+  and `$LEUKOJAX_ON_CORRUPT=skip` does not turn a complete config into a skipping one: it names
+  the config to build instead (`leukojax.data.sources` switches to it, with a warning).
+  """
+  policy = _checked(value or "error", "the builder config")
+  env = os.environ.get(ON_CORRUPT_ENV)
+  if env:
+    _checked(env, f"the {ON_CORRUPT_ENV} environment variable")
+  if policy == "skip" and not config_name.endswith(SKIP_SUFFIX):
+    raise DataError(
+        f"Builder config {config_name!r} has on_corrupt='skip' but a name that does not end in "
+        f"'_{SKIP_SUFFIX}': such a build would be stored, and later reused, as a complete one. Name it "
+        f"{skip_config_name(config_name)!r}.")
+  if env == "skip" and policy != "skip":
+    raise DataError(
+        f"{ON_CORRUPT_ENV}=skip is set, but builder config {config_name!r} is the complete build and "
+        f"never skips files. Build {skip_config_name(config_name)!r} instead (tfds build "
+        f"--config={skip_config_name(config_name)}, or data.builder_config={skip_config_name(config_name)}), "
+        f"or unset {ON_CORRUPT_ENV}.")
+  return policy
 
 
 @dataclasses.dataclass

@@ -21,7 +21,8 @@ from PIL import Image, ImageFile
 from leukojax.data.errors import CorruptImageError, ImageReadError
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
-_BUILD_FIX = "re-download or replace the file, or build with on_corrupt='skip' to leave it out"
+_BUILD_FIX = ("re-download or replace the file, or build a '<config>_skip_corrupt' builder config "
+              "(on_corrupt='skip') to leave it out, listed in the dataset's metadata")
 _USER_FIX = "replace it with a JPEG, PNG, BMP or TIFF image, or leave it out"
 
 

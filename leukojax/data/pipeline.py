@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from leukojax.data import balance as balance_lib
+from leukojax.data import geometry
 from leukojax.data import splits as splits_lib
 from leukojax.data import transforms as T
 from leukojax.data.catalog import Catalog, RowSource, scan_sources
@@ -133,10 +134,10 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"data.image_size must be positive; got {config.image_size}.")
 
 
-def _load_sources(config: ml_collections.ConfigDict, decode_images: bool = True) -> Mapping[str, Any]:
-  from leukojax.data.sources import load_split_sources  # pylint: disable=g-import-not-at-top
+def _load_dataset(config: ml_collections.ConfigDict, decode_images: bool = True):
+  from leukojax.data.sources import load_dataset  # pylint: disable=g-import-not-at-top
 
-  return load_split_sources(
+  return load_dataset(
       config.dataset,
       builder_config=config.builder_config,
       data_dir=config.data_dir,
@@ -172,7 +173,7 @@ def _metadata(catalog: Catalog, rows: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _summary(result: splits_lib.SplitResult, dropped_by_view: int, train_labels: np.ndarray,
-             num_classes: int, dataset: str, task: str) -> dict[str, Any]:
+             num_classes: int, dataset: str, task: str, build: Mapping[str, Any]) -> dict[str, Any]:
   cat = result.catalog
   per_split = {}
   for name, rows in result.rows.items():
@@ -184,6 +185,7 @@ def _summary(result: splits_lib.SplitResult, dropped_by_view: int, train_labels:
     }
   return {
       "dataset": dataset, "task": task, "protocol": result.protocol, "splits": per_split,
+      "build": dict(build),  # the TFDS build read, and the corrupt files it left out
       "duplicates_dropped": result.duplicates_dropped,
       "duplicate_label_conflicts": result.duplicate_label_conflicts,
       "dropped_by_task_view": dropped_by_view,
@@ -219,10 +221,12 @@ def build_pipeline(
   num_workers = resolve_num_workers(config.num_workers)
   view = get_view(config.dataset, config.task)
   if sources is None:
-    sources = dict(_load_sources(config))
-    meta_sources = _load_sources(config, decode_images=False)  # the labels and ids pass skips decoding
+    loaded = _load_dataset(config)
+    sources, build = loaded.sources, loaded.build
+    meta_sources = _load_dataset(config, decode_images=False).sources  # the labels and ids pass skips decoding
   else:
     sources = meta_sources = dict(sources)
+    build = {"name": "sources given in memory (no TFDS build)", "on_corrupt": "error", "skipped_corrupt": []}
   wanted = splits_lib.source_splits(config.dataset, config.split.protocol, available=list(sources))
 
   catalog, dropped_by_view = scan_sources(meta_sources, wanted, num_threads=config.read_threads).apply_view(view)
@@ -253,11 +257,19 @@ def build_pipeline(
   prepare = T.PrepareImage(config.image_size, config.resize, config.crop_fraction,  # as T.eval_transforms
                            config.get("cell_window", T.DEFAULT_CELL_WINDOW))
 
-  def compute() -> tuple[Any, Any, int]:
+  def compute() -> tuple[Any, Any, int, dict[str, Any]]:
     src = RowSource(sources, catalog.split[train_rows], catalog.index[train_rows], train_labels)
-    ds = grain.MapDataset.source(src).map(prepare).to_iter_dataset(read_options).batch(64)
+    ds = grain.MapDataset.source(src).map(geometry.RecordShape(prepare)).to_iter_dataset(read_options).batch(64)
     ds = _maybe_mp(ds, num_workers, config.worker_buffer_size)
-    return channel_stats(batch["image"] for batch in ds)
+    shapes = []
+
+    def batches():
+      for batch in ds:
+        shapes.append(batch[geometry.SHAPE_KEY])
+        yield batch["image"]
+
+    mean, std, n = channel_stats(batches())
+    return mean, std, n, geometry.ImageGeometry.from_shapes(np.concatenate(shapes)).to_json()
 
   stats = cached_stats(workdir, _fingerprint(config, catalog, train_rows), compute, write=process_index == 0)
   logging.info("Train-split statistics: mean %s, std %s.", stats.mean, stats.std)
@@ -302,5 +314,6 @@ def build_pipeline(
       global_batch_size=global_batch_size,
       per_process_batch_size=per_process,
       train_size=len(positions),
-      summary=_summary(result, dropped_by_view, balanced_labels, view.num_classes, config.dataset, config.task),
+      summary=_summary(result, dropped_by_view, balanced_labels, view.num_classes, config.dataset, config.task,
+                       build),
   )

@@ -8,7 +8,9 @@ needs no separate `tfds build` step.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,24 +37,66 @@ def register_builders(dataset: str | None = None) -> None:
     importlib.import_module(BUILDER_MODULES[name])
 
 
+def resolve_builder_config(dataset: str, builder_config: str | None) -> str | None:
+  """The builder config a new run reads: `builder_config`, or its skip-corrupt twin under `$LEUKOJAX_ON_CORRUPT=skip`.
+
+  The variable asks for a build that leaves undecodable files out; such builds live under their
+  own config name (`<name>_skip_corrupt`), never under the complete build's. None stays None
+  (TFDS's first config) unless the variable switches it. Training writes the result into the
+  run's config, so the run records, and later commands read, the build it really used.
+  """
+  if os.environ.get(errors.ON_CORRUPT_ENV) != "skip":
+    return builder_config
+  register_builders(dataset)
+  names = [c.name for c in tfds.builder_cls(dataset).BUILDER_CONFIGS]
+  name = builder_config or names[0]
+  skip_name = errors.skip_config_name(name)
+  if skip_name not in names:
+    raise errors.DataError(
+        f"{errors.ON_CORRUPT_ENV}=skip is set, but {dataset} has no skip-corrupt variant of builder config "
+        f"{name!r} (it has {names}). Unset {errors.ON_CORRUPT_ENV}, or pick one of those configs.")
+  if skip_name != name:
+    logging.warning("%s=skip: reading builder config %r instead of %r (corrupt images left out, listed in "
+                    "the dataset's metadata and in every run's splits.txt and report).",
+                    errors.ON_CORRUPT_ENV, skip_name, name)
+  return skip_name
+
+
 def get_builder(
     dataset: str, *, builder_config: str | None = None, data_dir: str | None = None
 ) -> tfds.core.DatasetBuilder:
   """Returns the TFDS builder (not yet prepared, maybe), registering it first."""
   register_builders(dataset)
-  return tfds.builder(dataset, config=builder_config or None, data_dir=data_dir,
-                      file_format=FILE_FORMAT)
+  return tfds.builder(dataset, config=builder_config or None, data_dir=data_dir, file_format=FILE_FORMAT)
 
 
-def load_split_sources(
+@dataclasses.dataclass(frozen=True)
+class LoadedDataset:
+  """Random-access sources per split, and what the build left out (stated in every run's summary)."""
+
+  sources: dict[str, Sequence[dict[str, Any]]]
+  build: dict[str, Any]
+
+
+def build_info(builder: tfds.core.DatasetBuilder) -> dict[str, Any]:
+  """The build's name, its corrupt-image policy and the files it skipped (from its metadata.json)."""
+  metadata = builder.info.metadata or {}
+  return {
+      "name": builder.info.full_name,
+      "on_corrupt": metadata.get("on_corrupt", "error"),
+      "skipped_corrupt": list(metadata.get("skipped_corrupt", [])),
+  }
+
+
+def load_dataset(
     dataset: str,
     *,
     builder_config: str | None = None,
     data_dir: str | None = None,
     manual_dir: str | None = None,
     decode_images: bool = True,
-) -> dict[str, Sequence[dict[str, Any]]]:
-  """Returns `{split name: random-access source of records}` for every split of `dataset`.
+) -> LoadedDataset:
+  """Returns the random-access source of every split of `dataset`, and its build info.
 
   Builds the dataset first if `data_dir` does not hold it (from `manual_dir`; None = TFDS's
   `<data_dir>/downloads/manual`). An existing build is reused as it is, whatever `manual_dir` now
@@ -74,8 +118,20 @@ def load_split_sources(
         f"{builder.info.full_name} in {builder.data_dir} is stored as {sorted(formats)}, which "
         f"has no random access; rebuild it with --file_format={FILE_FORMAT} (delete that folder "
         "first, or use another data_dir).")
+  build = build_info(builder)
+  config_name = builder.builder_config.name if builder.builder_config else ""
+  if build["on_corrupt"] == "skip" and not config_name.endswith(errors.SKIP_SUFFIX):
+    raise errors.DataError(
+        f"{builder.info.full_name} in {builder.data_dir} was built with on_corrupt=skip (it lacks "
+        f"{len(build['skipped_corrupt'])} file(s)) but is stored under the complete build's name, by an "
+        f"older LeukoJAX. Delete {builder.data_dir} and rebuild; to leave corrupt files out, use builder "
+        f"config {errors.skip_config_name(config_name)!r}.")
   decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
-  return {
-      str(split): builder.as_data_source(split=split, decoders=decoders)
-      for split in builder.info.splits
-  }
+  sources = {str(split): builder.as_data_source(split=split, decoders=decoders)
+             for split in builder.info.splits}
+  return LoadedDataset(sources=sources, build=build)
+
+
+def load_split_sources(dataset: str, **kwargs: Any) -> dict[str, Sequence[dict[str, Any]]]:
+  """`{split name: random-access source of records}`: `load_dataset(...).sources`."""
+  return load_dataset(dataset, **kwargs).sources

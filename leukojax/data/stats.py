@@ -26,15 +26,19 @@ class DataStats:
   std: tuple[float, float, float]
   num_images: int
   fingerprint: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # The original sizes of the training images (`geometry.ImageGeometry.to_json`); None in files
+  # written before it was recorded.
+  geometry: Mapping[str, Any] | None = None
 
   def to_json(self) -> dict[str, Any]:
-    return {"mean": list(self.mean), "std": list(self.std), "num_images": self.num_images,
-            "fingerprint": dict(self.fingerprint)}
+    out = {"mean": list(self.mean), "std": list(self.std), "num_images": self.num_images,
+           "fingerprint": dict(self.fingerprint)}
+    return out | ({"geometry": dict(self.geometry)} if self.geometry else {})
 
   @classmethod
   def from_json(cls, d: Mapping[str, Any]) -> DataStats:
     return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])), int(d["num_images"]),
-               dict(d.get("fingerprint", {})))
+               dict(d.get("fingerprint", {})), d.get("geometry"))
 
 
 def channel_stats(batches: Iterable[np.ndarray]) -> tuple[tuple[float, ...], tuple[float, ...], int]:
@@ -100,8 +104,8 @@ def cached_stats(
           f"(saved vs now: {diff}). Use a fresh workdir, or delete the file if that is intended."
       )
     return stats
-  mean, std, n = compute()
-  stats = DataStats(mean, std, n, fingerprint)
+  mean, std, n, geometry = compute()
+  stats = DataStats(mean, std, n, fingerprint, geometry)
   if workdir is not None and write:
     save_stats(workdir, stats)
   return stats

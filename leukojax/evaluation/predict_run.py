@@ -37,6 +37,12 @@ def predict_workdir(workdir: str, *, paths: Sequence[str] = (), split: str | Non
     print(f"Skipped {len(result.skipped)} unreadable file(s):", file=sys.stderr)
     for path, reason in result.skipped:
       print(f"  {path}: {reason}", file=sys.stderr)
+  far = [(path, why) for path, why in zip(result.file_names, result.geometry or []) if why]
+  if far:
+    print(f"Flagged {len(far)} input(s) far from the training images (scored, marked in the geometry column):",
+          file=sys.stderr)
+    for path, why in far:
+      print(f"  {path}: {why}", file=sys.stderr)
   for warning in result.warnings:
     print(f"Warning: {warning}", file=sys.stderr)
   scores = None if result.true_labels is None else cnmc_scores.cnmc_scores(

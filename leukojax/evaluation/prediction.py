@@ -26,7 +26,7 @@ from absl import logging
 
 from leukojax.errors import LeukojaxError
 from leukojax.evaluation import analysis, inference, thresholds, tta
-from leukojax.data import images
+from leukojax.data import geometry, images
 from leukojax.data import transforms as T
 from leukojax.data.errors import ImageReadError
 from leukojax.data.catalog import scan_sources
@@ -56,6 +56,8 @@ class Prediction:
   true_labels: np.ndarray | None = None
   label_sources: list[str] | None = None
   warnings: list[str] = dataclasses.field(default_factory=list)
+  # File inputs only: per input, '' or why its size is far from the training images' (`data.geometry`).
+  geometry: list[str] | None = None
 
 
 class PredictionError(LeukojaxError, ValueError):
@@ -80,16 +82,23 @@ natural_key = images.natural_key
 expand_paths = images.expand_image_paths
 
 
-def read_and_prepare(paths: Sequence[str], prepare: T.PrepareImage, num_threads: int = 4
-                     ) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]]]:
-  """(readable paths, their prepared images, [(path, reason)] for the rest).
+@dataclasses.dataclass(frozen=True)
+class ReadFiles:
+  """`read_and_prepare`'s result: the readable inputs, prepared, and the rest with the reason."""
 
-  Each file is decoded once (`data.images.read_image`) and prepared at once, so what stays in
-  memory is the image at the model's resolution, not the original.
-  """
-  def one(path: str) -> np.ndarray | str:
+  paths: list[str]
+  prepared: list[np.ndarray]
+  original_hw: list[tuple[int, int]]  # the decoded sizes, for `geometry.flag_inputs`
+  skipped: list[tuple[str, str]]
+
+
+def read_and_prepare(paths: Sequence[str], prepare: T.PrepareImage, num_threads: int = 4) -> ReadFiles:
+  """Each file is decoded once (`data.images.read_image`) and prepared at once, so what stays in
+  memory is the image at the model's resolution, not the original."""
+  def one(path: str) -> tuple[np.ndarray, tuple[int, int]] | str:
     try:
-      return prepare.map({"image": images.read_image(path), "label": 0})["image"]
+      image = images.read_image(path)
+      return prepare.map({"image": image, "label": 0})["image"], tuple(image.shape[:2])
     except ImageReadError as error:
       return str(error)
 
@@ -99,7 +108,7 @@ def read_and_prepare(paths: Sequence[str], prepare: T.PrepareImage, num_threads:
   skipped = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
   for _, reason in skipped:
     logging.warning("Skipping: %s", reason)
-  return [p for p, _ in ok], [r for _, r in ok], skipped
+  return ReadFiles([p for p, _ in ok], [r[0] for _, r in ok], [r[1] for _, r in ok], skipped)
 
 
 def _eval_split(run, name: str, metadata: dict[str, np.ndarray], sources, source_split, source_index,
@@ -195,19 +204,22 @@ def predict(run, *, paths: Sequence[str] = (), split: str | None = None, thresho
   batch_size = batch_size or run.config.eval.batch_size
   eval_fn = tta.make_tta_eval_fn(run.graphs) if use_tta else run.eval_fn
   skipped: list[tuple[str, str]] = []
-  truth, warnings = None, []
+  truth, warnings, far = None, [], None
   if split:
     source = dataset_split(run, split, batch_size)
   else:
     prepare, _ = T.eval_transforms(run.config.data, run.pipeline.stats)
-    files, prepared, skipped = read_and_prepare(expand_paths(paths), prepare, run.config.data.read_threads)
+    read = read_and_prepare(expand_paths(paths), prepare, run.config.data.read_threads)
+    files, skipped = read.paths, read.skipped
     if not files:
       raise PredictionError("No readable image among the inputs: " + "; ".join(r for _, r in skipped))
+    far = geometry.flag_inputs(geometry.ImageGeometry.from_json(run.pipeline.stats.geometry), files,
+                               read.original_hw)
     if cnmc:  # before the model runs: a contradictory name fails at once
       # Imported here: it loads the TFDS builder (and TFDS), which other runs' predictions never need.
       from leukojax.data import cnmc_names  # pylint: disable=g-import-not-at-top
       truth, warnings = cnmc_names.read_truth(files, labels_csv)
-    source = file_split(run, files, prepared, batch_size)
+    source = file_split(run, files, read.prepared, batch_size)
   result = inference.evaluate_split(eval_fn, run.variables, source, run.mesh, batch_size, run.pipeline.class_names)
   probs = np.asarray(result.probs)
   names = [n.decode() if isinstance(n, bytes) else str(n) for n in result.metadata["file_name"]]
@@ -225,7 +237,8 @@ def predict(run, *, paths: Sequence[str] = (), split: str | None = None, thresho
     extra = dict(subject_ids=[_text(s) for s in result.metadata["subject_id"]], true_labels=known,
                  label_sources=[f"dataset split {split}" if k >= 0 else "" for k in known])
   return Prediction(file_names=names, probs=probs, labels=labels, threshold=value, threshold_source=where,
-                    class_names=tuple(run.pipeline.class_names), skipped=skipped, result=result, **extra)
+                    class_names=tuple(run.pipeline.class_names), skipped=skipped, result=result, geometry=far,
+                    **extra)
 
 
 def _text(value) -> str:
@@ -235,22 +248,25 @@ def _text(value) -> str:
 def write_csv(prediction: Prediction, path: str) -> str:
   """`file,probability,label,class`: P(positive) for binary (P of the predicted class and one
   `p_<class>` column per class for multi-class), the predicted index and its name. C-NMC runs add
-  `subject_id,true_label` after these ('' and -1 where unknown), so existing readers keep working."""
+  `subject_id,true_label` after these ('' and -1 where unknown), so existing readers keep working.
+  File inputs end with `geometry`: '' or why the image's size is far from the training images'."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   binary = outputs.is_binary(prediction.probs)
   names = prediction.class_names
   truth = prediction.subject_ids is not None
+  far = prediction.geometry
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["file", "probability", "label", "class"] + ([] if binary else [f"p_{c}" for c in names])
-                    + (["subject_id", "true_label"] if truth else []))
+                    + (["subject_id", "true_label"] if truth else []) + (["geometry"] if far is not None else []))
     for i, file_name in enumerate(prediction.file_names):
       label = int(prediction.labels[i])
+      tail = [far[i]] if far is not None else []
       if binary:
         writer.writerow([file_name, f"{float(prediction.probs.reshape(-1)[i]):.6f}", label, names[label]]
-                        + ([prediction.subject_ids[i], int(prediction.true_labels[i])] if truth else []))
+                        + ([prediction.subject_ids[i], int(prediction.true_labels[i])] if truth else []) + tail)
       else:
         row = prediction.probs[i]
         writer.writerow([file_name, f"{float(row[label]):.6f}", label, names[label],
-                         *(f"{float(p):.6f}" for p in row)])
+                         *(f"{float(p):.6f}" for p in row)] + tail)
   return path

@@ -53,14 +53,20 @@ def protocol_note(protocol: str, dataset: str) -> str:
 
 def build_report(splits: Mapping[str, Mapping[str, Any]], *, step: int, checkpoint: str, protocol: str,
                  class_names: Sequence[str], config: ml_collections.ConfigDict,
-                 threshold: Mapping[str, Any] | None, bootstrap: Mapping[str, Any], tta: bool) -> dict[str, Any]:
-  """The JSON document: `splits[name]` holds the metrics at 0.5 at top level (the paper's table)."""
+                 threshold: Mapping[str, Any] | None, bootstrap: Mapping[str, Any], tta: bool,
+                 data_build: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """The JSON document: `splits[name]` holds the metrics at 0.5 at top level (the paper's table).
+
+  `data_build` (the pipeline summary's `build`) says whether the TFDS build was complete or which
+  corrupt files it left out, so a result never silently rests on a partial dataset.
+  """
   return {
       "model": config.model.name,
       "dataset": config.data.dataset,
       "task": config.data.get("task", ""),
       "protocol": protocol,
       "protocol_note": protocol_note(protocol, config.data.dataset),
+      "data_build": dict(data_build) if data_build else None,
       "class_names": list(class_names),
       "checkpoint_step": int(step),
       "checkpoint": checkpoint,
@@ -129,6 +135,7 @@ def _header(report: Mapping[str, Any]) -> list[str]:
   classes = " vs ".join(report["class_names"])
   lines = [f"# {report['model']} on {report['dataset']} ({report['task']}: {classes})", "",
            f"- **Protocol:** {report['protocol_note']}.",
+           *_build_line(report.get("data_build")),
            f"- **Checkpoint:** step {report['checkpoint_step']}, selected by {report['selected_by']}.",
            f"- **Test-time augmentation:** {report['tta']}.",
            f"- **Uncertainty:** {boot['confidence']:.0%} percentile bootstrap intervals in parentheses, "
@@ -142,6 +149,17 @@ def _header(report: Mapping[str, Any]) -> list[str]:
   else:
     lines.append("- **Decision:** the class of highest probability (arg-max).")
   return lines + [""]
+
+
+def _build_line(build: Mapping[str, Any] | None) -> list[str]:
+  if not build:
+    return []
+  if build.get("on_corrupt") != "skip":
+    return [f"- **Data build:** {build['name']}, complete."]
+  skipped = build.get("skipped_corrupt", [])
+  listed = ", ".join(f"`{name}`" for name in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+  return [f"- **Data build:** {build['name']}, built with on_corrupt=skip: {len(skipped)} corrupt image(s) "
+          f"left out" + (f" ({listed})" if skipped else "") + "."]
 
 
 def _patient_section(report: Mapping[str, Any], note: str) -> list[str]:

@@ -104,7 +104,8 @@ def evaluate_run(run: restore.TrainedRun, *, out_dir: str | None = None,
   boot.pop("threshold_criterion")
   final = report.build_report(per_split, step=step, checkpoint=run.checkpoint, protocol=pipeline.protocol,
                               class_names=pipeline.class_names, config=config,
-                              threshold=chosen.to_json() if chosen else None, bootstrap=boot, tta=options.tta)
+                              threshold=chosen.to_json() if chosen else None, bootstrap=boot, tta=options.tta,
+                              data_build=pipeline.summary.get("build"))
   if jax.process_index() == 0:
     final["plots"] = write_plots(results, final, workdir=run.workdir, out_dir=out_dir)
     final["predictions"] = write_predictions(results, pipeline.class_names, out_dir)

@@ -21,6 +21,7 @@ from absl import logging
 from flax import nnx
 
 from leukojax.data.errors import ImageReadError
+from leukojax.data.geometry import ImageGeometry, flag_inputs
 from leukojax.data.images import read_image
 from leukojax.data.transforms import eval_transforms
 from leukojax.models import outputs
@@ -31,7 +32,7 @@ from leukojax.explanation.lime_explainer import GREY, BatchedClassifier, LimeExp
 
 METHODS: tuple[str, ...] = ("gradcam", "lime", "both")
 CSV_FIELDS = ("file", "png", "predicted_class", "predicted_probability", "target_class", "iou",
-              "iou_chance", "gradcam_area", "lime_area", "lime_r2", "iou_note", "seconds")
+              "iou_chance", "gradcam_area", "lime_area", "lime_r2", "iou_note", "seconds", "geometry")
 
 
 @dataclasses.dataclass
@@ -72,6 +73,7 @@ class Explainer:
   def __init__(self, model: nnx.Module, data_config: Any, stats: Any, class_names: Sequence[str],
                options: Options):
     self.options, self.class_names = options, tuple(class_names)
+    self.geometry = ImageGeometry.from_json(getattr(stats, "geometry", None))  # the training images' sizes
     self._prepare, normalize = eval_transforms(data_config, stats)
     self._normalize = lambda image: normalize.map({"image": image, "label": 0})["image"]
     self.target = resolve_target(options.target_class, self.class_names)
@@ -171,9 +173,15 @@ def _mean(values: list[float | None]) -> float | None:
 
 def explain_files(explainer: Explainer, paths: Sequence[str], out_dir: str,
                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Explains every readable file, writes the PNGs, `explanations.json` and `.csv`; returns the summary."""
+  """Explains every readable file, writes the PNGs, `explanations.json` and `.csv`; returns the summary.
+
+  An image far from the training sizes (`data.geometry`) is explained, with the reason in its
+  record's `geometry` field.
+  """
   os.makedirs(out_dir, exist_ok=True)
   records, failed = [], []
+  if explainer.geometry is None:
+    flag_inputs(None, [], [])  # says once that these inputs cannot be checked
   for path, png in zip(paths, _png_names(paths)):
     try:
       raw = read_image(path)
@@ -181,7 +189,8 @@ def explain_files(explainer: Explainer, paths: Sequence[str], out_dir: str,
       logging.error("%s", e)
       failed.append({"file": path, "error": str(e)})
       continue
-    record = explainer.explain(raw, os.path.join(out_dir, png), path)
+    far = flag_inputs(explainer.geometry, [path], [raw.shape[:2]])[0] if explainer.geometry else ""
+    record = explainer.explain(raw, os.path.join(out_dir, png), path) | {"geometry": far}
     logging.info("%s -> %s: %s p=%.3f%s (%.1f s)", path, png, record["predicted_class"],
                  record["predicted_probability"],
                  "" if "iou" not in record else f", IoU {record['iou']}", record["seconds"])

@@ -23,20 +23,26 @@ from leukojax.models.keras_weights import load_keras_weights
 
 
 def convert(
-  backbone: str, *, weights: str | None, include_top: bool, out: str, download: bool = False
+  backbone: str,
+  *,
+  weights: str | None,
+  include_top: bool,
+  out: str,
+  download: bool = False,
+  custom_weights: bool = False,
 ) -> None:
-  """Loads the Keras file into a fresh backbone (all checks included) and saves it under `out`."""
+  """Loads the Keras file into a fresh backbone (all checks included) and saves it under `out`.
+
+  The file must be the published one (md5) unless `custom_weights`; the result records which.
+  """
   path = pretrained.find_weights_file(
     backbone, include_top=include_top, path=weights, download=download
   )
   spec = pretrained.WEIGHTS_FILES[(backbone, include_top)]
-  if spec.md5 is not None and pretrained.file_md5(path) != spec.md5:
-    logging.warning(
-      "%s is not the published %s (md5 differs); converting it anyway.", path, spec.file_name
-    )
+  provenance = pretrained.check_official(spec, path, custom=custom_weights)
   model = create_backbone(backbone, include_top=include_top, rngs=nnx.Rngs(0))
   load_keras_weights(model, path)
-  pretrained.save_converted(model, out, source=str(path))
+  pretrained.save_converted(model, out, source=str(path), provenance=provenance)
   top = "with" if include_top else "no"
   logging.info("Converted %s (%s top) from %s to %s.", backbone, top, path, out)
 
@@ -50,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--include_top", action="store_true", help="convert the 1000-class top too")
   parser.add_argument("--download", action="store_true", help="download the file if missing")
   parser.add_argument("--out", required=True, help="output folder")
+  parser.add_argument("--custom_weights", action="store_true",
+                      help="accept a file that is not the published one (md5 differs): your own weights")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   convert(
@@ -58,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     include_top=args.include_top,
     out=args.out,
     download=args.download,
+    custom_weights=args.custom_weights,
   )
 
 

@@ -176,6 +176,33 @@ def find_weights_file(
   )
 
 
+CUSTOM_FLAG = "model.pretrained.custom_weights=True (convert: --custom_weights)"
+
+
+def check_official(spec: WeightsFile, path: str | os.PathLike, *, custom: bool = False) -> dict[str, Any]:
+  """Checks a local weight file against the published md5; returns `{md5, official}` to record.
+
+  A file that is not the published one (damaged, re-saved, another model's) would train silently
+  from the wrong start, so it is refused unless `custom` says it is the user's own file in the
+  official layout. MobileNet has no published hash: its files pass with a warning.
+  """
+  md5 = file_md5(path)
+  if spec.md5 is None:
+    log.warning("Keras publishes no hash for %s; %s (md5 %s) not verified.", spec.file_name, path, md5)
+    return {"md5": md5, "official": None}
+  if md5 == spec.md5:
+    return {"md5": md5, "official": True}
+  if not custom:
+    raise KerasWeightsError(
+      f"{path} has md5 {md5}, not the published {spec.md5} of {spec.file_name}: it is a different "
+      f"or damaged file. Re-download {spec.url}, or, if it is your own file in the official layout, "
+      f"set {CUSTOM_FLAG}."
+    )
+  log.warning("%s is a custom file (md5 %s, the published %s is %s); loading it as asked.", path, md5,
+              spec.file_name, spec.md5)
+  return {"md5": md5, "official": False}
+
+
 def _how_to_get(spec: WeightsFile) -> str:
   md5 = f" (md5 {spec.md5})" if spec.md5 else ""
   return (
@@ -191,7 +218,11 @@ _META = "leukojax_weights.json"
 
 
 def save_converted(
-  model: Backbone, directory: str | os.PathLike, *, source: str | None = None
+  model: Backbone,
+  directory: str | os.PathLike,
+  *,
+  source: str | None = None,
+  provenance: dict[str, Any] | None = None,
 ) -> None:
   """Stores a backbone's parameters and BatchNorm statistics as an Orbax checkpoint + metadata."""
   import orbax.checkpoint as ocp  # noqa: PLC0415 (import only when converting)
@@ -208,18 +239,23 @@ def save_converted(
     "num_classes": model.num_classes,
     "keras_top_layers": list(model.keras_top_layers),
     "source": source,
+    **(provenance or {}),  # md5 of the source file, official: True | False (custom) | None (no hash)
   }
   (directory / _META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def load_converted(
-  model: Backbone, directory: str | os.PathLike, *, dont_load: Sequence[str] = ()
+  model: Backbone,
+  directory: str | os.PathLike,
+  *,
+  dont_load: Sequence[str] = (),
+  custom: bool = False,
 ) -> None:
   """Merges weights stored by `save_converted` into a freshly initialised backbone.
 
   Same rules as `load_keras_weights`: a no-top model ignores a stored top, `dont_load` patterns
   keep variables initialised, any other mismatch raises `KerasWeightsError` before anything
-  changes.
+  changes. A folder converted from a custom file loads only with `custom=True`.
   """
   import orbax.checkpoint as ocp  # noqa: PLC0415
 
@@ -230,6 +266,14 @@ def load_converted(
   meta = json.loads(meta_path.read_text())
   if meta["backbone"] != model.name:
     raise KerasWeightsError(f"{directory} holds {meta['backbone']} weights, not {model.name}.")
+  if meta.get("official") is False and not custom:
+    raise KerasWeightsError(
+      f"{directory} was converted from a custom file ({meta.get('source')}, md5 {meta.get('md5')}), not "
+      f"the published Keras weights. Convert the official file, or set {CUSTOM_FLAG}."
+    )
+  if "official" not in meta:
+    log.warning("%s was converted by an older LeukoJAX that recorded no hash of its source %s.",
+                directory, meta.get("source"))
   restored = ocp.StandardCheckpointer().restore(directory / "state")
   stored: dict[tuple[Any, ...], Any] = {
     tuple(int(k) if isinstance(k, str) and k.isdigit() else k for k in path): value
@@ -265,16 +309,21 @@ def load_pretrained(
   *,
   download: bool = False,
   dont_load: Sequence[str] = (),
-) -> None:
+  custom: bool = False,
+) -> dict[str, Any]:
   """Loads converted weights (a folder from `convert`) or an official Keras file into `model`.
 
   `weights` may be a converted folder, a `.h5` file, a folder holding the official file, or None
-  for the Keras cache.
+  for the Keras cache. Files are checked against the published md5 (`check_official`; `custom`
+  accepts the user's own). Returns what was loaded: `{source, md5, official}`.
   """
   if weights is not None and (pathlib.Path(weights) / _META).is_file():
-    load_converted(model, weights, dont_load=dont_load)
-    return
+    load_converted(model, weights, dont_load=dont_load, custom=custom)
+    meta = json.loads((pathlib.Path(weights) / _META).read_text())
+    return {"source": str(weights), "md5": meta.get("md5"), "official": meta.get("official")}
   path = find_weights_file(
     model.name, include_top=model.include_top, path=weights, download=download
   )
+  provenance = check_official(WEIGHTS_FILES[(model.name, model.include_top)], path, custom=custom)
   keras_weights.load_keras_weights(model, path, dont_load=dont_load)
+  return {"source": str(path), **provenance}

@@ -120,6 +120,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, allow_config_change: 
   is built or written (`run_config`); `evaluation.config_check` has checked it whole before.
   """
   config.data.num_workers = _num_workers(config, workdir)
+  from leukojax.data.sources import resolve_builder_config  # pylint: disable=g-import-not-at-top (TFDS: slow import)
+  config.data.builder_config = resolve_builder_config(config.data.dataset, config.data.builder_config)
   config_changes = run_config.check_rerun(
       run_config.read_stored(workdir), run_config.as_record(config), workdir=workdir,
       has_checkpoints=_has_checkpoints(workdir), allow=allow_config_change)

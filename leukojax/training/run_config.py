@@ -28,6 +28,9 @@ RESUMABLE_FIELDS = (  # safe to resume under, with --allow_config_change
     "train.epochs", "train.log_every_steps", "train.checkpoint_every_steps", "eval.batch_size",
     "eval.tta", "eval.bootstrap_resamples", "eval.bootstrap_seed", "eval.confidence", "eval.threshold_criterion")
 
+# Fields added after workdirs existed: absent from an older config.json means this value.
+ADDED_FIELDS: dict[str, Any] = {"model.pretrained.custom_weights": False}
+
 
 class ConfigChangeError(ConfigError):
   """A rerun asks for a config its workdir's checkpoints were not trained under."""
@@ -63,8 +66,8 @@ def read_stored(workdir: str) -> dict[str, Any] | None:
 
 def differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
   """field -> (stored, requested) for every field that differs, the run's runtime record aside."""
-  old = flatten({k: v for k, v in stored.items() if k != "runtime"})
-  new = flatten({k: v for k, v in requested.items() if k != "runtime"})
+  old = ADDED_FIELDS | flatten({k: v for k, v in stored.items() if k != "runtime"})
+  new = ADDED_FIELDS | flatten({k: v for k, v in requested.items() if k != "runtime"})
   missing = object()
   return {k: (old.get(k, missing), new.get(k, missing)) for k in sorted(old.keys() | new.keys())
           if old.get(k, missing) != new.get(k, missing) and k not in FREE_FIELDS}

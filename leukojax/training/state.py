@@ -77,8 +77,10 @@ def load_pretrained(model: nnx.Module, model_config: ml_collections.ConfigDict) 
     return
   for name, backbone in factory.backbone_modules(model).items():
     source = model_config.pretrained.paths.get(name) or None  # a file, a converted folder, or the Keras cache
-    pretrained.load_pretrained(backbone, source, download=model_config.pretrained.download)
-    logging.info("Loaded ImageNet weights for %s (%s).", name, source or "Keras cache")
+    loaded = pretrained.load_pretrained(backbone, source, download=model_config.pretrained.download,
+                                        custom=model_config.pretrained.get("custom_weights", False))
+    logging.info("Loaded ImageNet weights for %s from %s (md5 %s, %s).", name, loaded["source"], loaded["md5"],
+                 {True: "the published file", False: "a custom file", None: "no published hash"}[loaded["official"]])
 
 
 def create_train_state(config: ml_collections.ConfigDict, pipeline, mesh, *, load_weights: bool,

@@ -82,9 +82,10 @@ and put the downloaded files (zip archives as they are, or extracted) into the m
 class CnmcConfig(tfds.core.BuilderConfig):
   """`verify`: check files against the official sizes and SHA-256 (`kaggle_manifest.tsv`).
 
-  `on_corrupt='skip'` leaves undecodable images out (logged, counted). Use a new name for such a
-  build, e.g. `CnmcConfig(name='skip_corrupt', on_corrupt='skip')`, so it is stored apart from the
-  complete one. `None` reads `$LEUKOJAX_ON_CORRUPT`, default 'error'.
+  `on_corrupt='skip'` leaves undecodable images out (logged, listed in the dataset's metadata);
+  it needs a config name ending in `_skip_corrupt` (`verified_skip_corrupt`,
+  `unverified_skip_corrupt`), so the build is stored apart from the complete one and never
+  reused in its place. `None` means 'error'.
   """
 
   verify: bool = True
@@ -165,6 +166,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  "sizes and SHA-256 (kaggle_manifest.tsv)."),
       CnmcConfig(name="unverified", verify=False, description="No checksum check: for modified "
                  "or re-encoded copies, and the synthetic stand-in."),
+      CnmcConfig(name="verified_skip_corrupt", on_corrupt="skip", description="As verified, but "
+                 "undecodable images are left out and listed in metadata.json (skipped_corrupt)."),
+      CnmcConfig(name="unverified_skip_corrupt", verify=False, on_corrupt="skip", description="As "
+                 "unverified, but undecodable images are left out and listed in metadata.json."),
   ]
   # README/CITATIONS/TAGS/checksums beside this file. Set explicitly: TFDS infers them through
   # `importlib.resources`, which fails when `tfds_builders` resolves as a namespace package
@@ -204,7 +209,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     verify = bool(getattr(config, "verify", True))
     info.update(_check_sizes(items, info.pop("csv_file", None), verify))
-    log = errors.CorruptImageLog(errors.resolve_on_corrupt(getattr(config, "on_corrupt", None)))
+    log = errors.CorruptImageLog(errors.resolve_on_corrupt(getattr(config, "on_corrupt", None), config.name))
     self.info.metadata.update(info, on_corrupt=log.policy, skipped_corrupt=log.skipped,
                               duplicates=[])
     seen: dict[str, str] = {}  # sha256 -> first file, across all splits

@@ -43,10 +43,10 @@ bundled: --manual_dir=tfds_builders/taleqani_all/sample"""
 
 @dataclasses.dataclass(eq=False)
 class TaleqaniConfig(tfds.core.BuilderConfig):
-  """`folder`: which variant to read; `on_corrupt`: 'error' | 'skip' (None: $LEUKOJAX_ON_CORRUPT).
+  """`folder`: which variant to read; `on_corrupt`: 'error' (None) | 'skip'.
 
-  For a build that skips corrupt files, give the config a new name so it is stored apart:
-  `TaleqaniConfig(name='original_skip_corrupt', folder='Original', on_corrupt='skip')`.
+  'skip' needs a config name ending in `_skip_corrupt` (`original_skip_corrupt`,
+  `segmented_skip_corrupt`), so the build is stored apart from the complete one.
   """
 
   folder: str = "Original"
@@ -66,6 +66,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       TaleqaniConfig(name="original", folder="Original", description="Original/ images."),
       TaleqaniConfig(name="segmented", folder="Segmented", description="Segmented/ images."),
+      TaleqaniConfig(name="original_skip_corrupt", folder="Original", on_corrupt="skip",
+                     description="Original/ images; undecodable ones left out, listed in metadata.json."),
+      TaleqaniConfig(name="segmented_skip_corrupt", folder="Segmented", on_corrupt="skip",
+                     description="Segmented/ images; undecodable ones left out, listed in metadata.json."),
   ]
   # See the C-NMC builder: metadata files located without importlib.resources.
   pkg_dir_path = epath.Path(__file__).parent
@@ -98,7 +102,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     folder = find_variant_folder(root, config.folder)
     items = _index(folder)
-    log = errors.CorruptImageLog(errors.resolve_on_corrupt(config.on_corrupt))
+    log = errors.CorruptImageLog(errors.resolve_on_corrupt(config.on_corrupt, config.name))
     self.info.metadata.update(folder=str(folder.relative_to(root)) or ".", on_corrupt=log.policy,
                               skipped_corrupt=log.skipped)
     return {"train": self._generate_examples(items, log, root)}
