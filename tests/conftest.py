@@ -20,6 +20,7 @@ flags.FLAGS.mark_as_parsed()
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 SAMPLE_MANUAL_DIR = REPO / "tfds_builders" / "taleqani_all" / "sample"  # the bundled REAL sample
@@ -68,6 +69,20 @@ def cnmc_mobilenet_run(tmp_path_factory) -> pathlib.Path:
   result = run_main(base / "work", *cnmc_mobilenet_flags(base / "tfds"), config=CNMC_MOBILENET)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return base / "work"
+
+
+def final_state(workdir: pathlib.Path) -> dict[str, np.ndarray]:
+  """Every leaf of the latest checkpoint's train state: parameters, BatchNorm statistics, Adam slots, step."""
+  import jax
+  import orbax.checkpoint as ocp
+
+  from leukojax.training.checkpoints import Checkpointer
+
+  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
+  restored = ckpt.manager.restore(ckpt.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ckpt.close()
+  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in
+          jax.tree_util.tree_leaves_with_path(restored["state"])}
 
 
 # The longest xdist groups start first (each runs whole on one worker), so no worker is left with

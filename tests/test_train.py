@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import CNMC_MOBILENET, CNMC_RUN, cnmc_mobilenet_flags, run_main
+from tests.conftest import CNMC_MOBILENET, CNMC_RUN, cnmc_mobilenet_flags, final_state, run_main
 from tfds_builders.cnmc2019.cnmc2019_dataset_builder import SAMPLE_MANUAL_DIR
 
 
@@ -101,20 +101,6 @@ def test_rerun_on_finished_workdir_resumes_without_training(cnmc_mobilenet_run):
   assert (workdir / "history.jsonl").read_text() == history  # nothing retrained
 
 
-def _final_state(workdir: pathlib.Path) -> dict[str, np.ndarray]:
-  """Every leaf of the latest checkpoint's train state: parameters, BatchNorm statistics, Adam slots, step."""
-  import jax
-  import orbax.checkpoint as ocp
-
-  from leukojax.training.checkpoints import Checkpointer
-
-  ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
-  restored = ckpt.manager.restore(ckpt.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  ckpt.close()
-  return {jax.tree_util.keystr(p): np.asarray(v) for p, v in
-          jax.tree_util.tree_leaves_with_path(restored["state"])}
-
-
 def _interrupt(workdir: pathlib.Path, flags: list[str], how: signal.Signals, after_step: int) -> tuple[int, str]:
   """Starts the run and sends `how` once a checkpoint later than `after_step` is complete on disk."""
   proc = run_main(workdir, *flags, config=CNMC_MOBILENET, wait=False)
@@ -147,11 +133,17 @@ def test_preempted_then_killed_run_resumes_bit_identical(cnmc_mobilenet_run, tmp
   assert resumed.returncode == 0, resumed.stdout[-3000:]
   resumed_at = [line for line in (resumed.stdout + resumed.stderr).splitlines() if "Resuming" in line]
   assert resumed_at, resumed.stdout[-3000:]
-  expected, got = _final_state(cnmc_mobilenet_run), _final_state(workdir)
+  expected, got = final_state(cnmc_mobilenet_run), final_state(workdir)
   assert expected.keys() == got.keys() and any("opt_state" in k for k in got) and any("model_state" in k for k in got)
   differ = [name for name in expected if not np.array_equal(expected[name], got[name])]
   assert not differ, (f"{len(differ)} of {len(expected)} state leaves differ (first {differ[:3]}); "
                       f"preempted at step {preempted_at}; resumed: {resumed_at}")
+  reports = [json.loads((w / "report.json").read_text()) for w in (cnmc_mobilenet_run, workdir)]
+  assert reports[0]["splits"] == reports[1]["splits"] and reports[0]["checkpoint_step"] == reports[1]["checkpoint_step"]
+  # Every validation of every epoch, as uninterrupted (train/loss of a resumed epoch covers fewer steps).
+  histories = [[{k: v for k, v in json.loads(line).items() if k.startswith(("val/", "train/lr_", "epoch", "step"))}
+                for line in (w / "history.jsonl").read_text().splitlines()] for w in (cnmc_mobilenet_run, workdir)]
+  assert histories[0] == histories[1]
 
 
 def test_nan_loss_stops_with_clear_message(cnmc_manual, tmp_path):
