@@ -72,14 +72,19 @@ def cnmc_mobilenet_run(tmp_path_factory) -> pathlib.Path:
 
 
 def final_state(workdir: pathlib.Path) -> dict[str, np.ndarray]:
-  """Every leaf of the latest checkpoint's train state: parameters, BatchNorm statistics, Adam slots, step."""
+  """Every leaf of the latest checkpoint's train state (parameters, BatchNorm statistics, Adam slots, step), on the host."""
   import jax
   import orbax.checkpoint as ocp
 
   from leukojax.training.checkpoints import Checkpointer
 
   ckpt = Checkpointer(str(workdir / "checkpoints"), best_metric="accuracy")
-  restored = ckpt.manager.restore(ckpt.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  step = ckpt.latest_step()
+  # Onto this process's first device, whatever device count or process count saved it.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        ckpt.manager.item_metadata(step)["state"])
+  restored = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   ckpt.close()
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in
           jax.tree_util.tree_leaves_with_path(restored["state"])}

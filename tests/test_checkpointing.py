@@ -29,6 +29,20 @@ def test_best_checkpoint_follows_the_metric(tmp_path, metric, values, best):
   ckpt.close()
 
 
+def test_the_best_checkpoint_survives_a_restart(tmp_path):
+  """A resumed run (a new Checkpointer on the folder) still keeps the best of the earlier run."""
+  iterator = iter(grain.MapDataset.range(8).to_iter_dataset())
+  for steps_and_values in ([(9, 0.2), (18, 0.5)], [(27, 0.6), (36, 0.4)]):
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"), best_metric="loss")
+    for step, value in steps_and_values:
+      ckpt.save(step, {"w": np.full(3, step, np.float32)}, iterator, {"step": step}, metrics={"loss": value})
+    ckpt.wait()
+    ckpt.close()
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), best_metric="loss")
+  assert set(ckpt.manager.all_steps()) == {9, 36} and ckpt.best_step() == 9
+  ckpt.close()
+
+
 def test_the_host_side_guard_names_the_step_and_never_lets_a_non_finite_state_be_saved(tmp_path):
   """The train step applies every update; the loop's host checks stop the run before any save."""
   from leukojax.training import loop

@@ -190,7 +190,7 @@ def test_process_shards_are_disjoint_and_cover_the_data():
   assert all(s.per_process_batch_size == 2 for s in shards)
   total = shards[0].train_size
   keys = []
-  for s in shards:  # each process's first epoch is a permutation of its own slice
+  for s in shards:  # the first epoch's examples, dealt between the processes
     n = total // 2
     keys.append([_key(x) for b in _take(iter(s.train), n // 2) for x in b["image"]])
   assert not set(keys[0]) & set(keys[1])
@@ -205,6 +205,21 @@ def test_process_shards_are_disjoint_and_cover_the_data():
                for bs in batches for b in bs)
   with pytest.raises(ValueError, match="multiple of process_count"):
     _build(config, batch=5, count=2)
+
+
+def test_two_processes_read_the_global_batches_of_one():
+  """Pieces of one global stream: the same examples, order and augmentations for any process count,
+  each process's pieces picklable for grain's worker processes."""
+  config = _config(augment__rot90=True, augment__brightness=0.1, augment__flip=True)
+  one = iter(_build(config, batch=4).train)
+  shards = [_build(config, batch=4, index=k, count=2) for k in (0, 1)]
+  two = [iter(s.train) for s in shards]
+  for _ in range(20):  # past an epoch boundary (14 steps per epoch)
+    expected, pieces = next(one), [next(it) for it in two]
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(expected[key], np.concatenate([p[key] for p in pieces]))
+  assert two[1].get_state() == {"next_index": 40}  # 20 steps of 2 examples: the position on 2 processes
+  pickle.dumps(shards[1].train)
 
 
 def test_eval_metadata_and_padding():

@@ -110,6 +110,51 @@ class Pipeline:
   summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # for `describe_splits`
 
 
+class ProcessPieces(grain.MapDataset):
+  """Process p's elements of a global stream cut into pieces of `piece` examples: pieces p, p + P, ...
+
+  An index map (not `MapDataset.batch`, whose closure does not pickle into grain worker processes).
+  """
+
+  def __init__(self, parent: grain.MapDataset, *, piece: int, process_index: int, process_count: int):
+    super().__init__(parent)
+    self._piece, self._index, self._count = piece, process_index, process_count
+
+  def __len__(self) -> int:
+    return len(self._parent) // (self._piece * self._count) * self._piece
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    piece, offset = divmod(index, self._piece)
+    return self._parent[(piece * self._count + self._index) * self._piece + offset]
+
+  def __str__(self) -> str:
+    return f"ProcessPieces(piece={self._piece}, process={self._index} of {self._count})"
+
+
+def _train_stream(source: RowSource, *, seed: int, per_process: int, process_index: int, process_count: int,
+                  transforms: tuple[Any, T.Augment, Any], read_options: grain.ReadOptions, num_workers: int,
+                  buffer_size: int) -> grain.IterDataset:
+  """This process's share of one global training stream, the same for any number of processes.
+
+  The rows (in a fixed permuted order) are reshuffled every epoch (grain folds the epoch into
+  the seed); the stream is cut into pieces of `per_process` examples, and process p batches
+  pieces p, p + P, p + 2P, ... (`ProcessPieces`). Global batch s is pieces sP .. sP + P - 1: the
+  very examples (and augmentations, seeded by stream position) a single process puts in its batch
+  s. So a run on P processes trains on the batches of a run on one, each process reads only its own
+  pieces, and after s steps each has read s * B / P examples: the position of the same point of the
+  stream for any process count (`training.checkpoints` resumes on another count by that rule).
+  """
+  prepare, augment, normalize = transforms
+  stream_seed = int(np.random.SeedSequence([seed, 0]).generate_state(1)[0])  # single-process runs keep their order
+  ds = grain.MapDataset.source(source).seed(stream_seed).shuffle().repeat(None).map(prepare)
+  if augment.active:
+    ds = ds.random_map(augment)
+  ds = ProcessPieces(ds.map(normalize), piece=per_process, process_index=process_index, process_count=process_count)
+  return _maybe_mp(ds.to_iter_dataset(read_options).batch(per_process, drop_remainder=True), num_workers, buffer_size)
+
+
 def _per_process(batch_size: int, process_count: int, what: str) -> int:
   if batch_size <= 0 or batch_size % process_count:
     raise ValueError(f"The {what} ({batch_size}) must be a positive multiple of process_count ({process_count}).")
@@ -275,20 +320,14 @@ def build_pipeline(
   logging.info("Train-split statistics: mean %s, std %s.", stats.mean, stats.std)
   normalize = dict(mean=stats.mean, std=stats.std, standardize=config.standardize, mode=config.preprocessing)
 
-  # Shard: a fixed permutation dealt round-robin, so each process reads only its slice; then each
-  # process reshuffles its slice every epoch (grain folds the epoch into the shuffle seed).
-  rng = np.random.default_rng(seed)
-  shard = rng.permutation(len(positions))[process_index::process_count]
-  rows = train_rows[positions[shard]]
-  process_seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
-  train_src = RowSource(sources, catalog.split[rows], catalog.index[rows], catalog.label[rows], rotate=rotate[shard])
-  ds = grain.MapDataset.source(train_src).seed(process_seed).shuffle().repeat(None).map(prepare)
-  augment = T.Augment(**config.augment.to_dict())
-  if augment.active:
-    ds = ds.random_map(augment)
-  ds = ds.map(T.Normalize(**normalize, keys=T.TRAIN_KEYS))
-  train = _maybe_mp(ds.to_iter_dataset(read_options).batch(per_process, drop_remainder=True),
-                    num_workers, config.worker_buffer_size)
+  order = np.random.default_rng(seed).permutation(len(positions))  # a fixed start order of the stream
+  rows = train_rows[positions[order]]
+  train = _train_stream(RowSource(sources, catalog.split[rows], catalog.index[rows], catalog.label[rows],
+                                  rotate=rotate[order]),
+                        seed=seed, per_process=per_process, process_index=process_index, process_count=process_count,
+                        transforms=(prepare, T.Augment(**config.augment.to_dict()),
+                                    T.Normalize(**normalize, keys=T.TRAIN_KEYS)),
+                        read_options=read_options, num_workers=num_workers, buffer_size=config.worker_buffer_size)
 
   eval_splits = {
       name: EvalSplit(

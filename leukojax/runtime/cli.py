@@ -86,7 +86,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def guard(command: str, main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-  """`main` with every `LeukojaxError` printed as one message (exit 1) rather than a traceback."""
+  """`main` with every `LeukojaxError` printed as one message (exit 1) rather than a traceback, and a
+  multi-process run that lost a process ended at once with one message (`runtime.distributed`)."""
 
   def guarded(argv: list[str]) -> None:
     try:
@@ -95,6 +96,11 @@ def guard(command: str, main: Callable[[list[str]], None]) -> Callable[[list[str
       if _verbose():
         raise
       _fail(command, f"{error}\n(the traceback: rerun with {TRACEBACK_ENV}=1)")
+    except Exception as error:  # pylint: disable=broad-except  (re-raised unless a peer process died)
+      from leukojax.runtime import distributed  # pylint: disable=g-import-not-at-top  (imports JAX)
+      if _verbose() or not distributed.is_peer_failure(error):
+        raise
+      distributed.exit_after_peer_failure(command, error)
 
   return guarded
 

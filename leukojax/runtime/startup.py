@@ -16,6 +16,8 @@ def define_distributed_flags() -> None:
                       "host:port of process 0 (multi-host without SLURM/TPU auto-detection).")
   flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
   flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+  flags.DEFINE_integer("heartbeat_timeout_s", None,
+                       "Multi-process: stop every process this long after one stops answering (JAX: 100).")
 
 
 class QuietLibraries(pylogging.Filter):
@@ -34,5 +36,6 @@ def start_jax() -> None:
   logging.get_absl_handler().addFilter(QuietLibraries())
 
   values = flags.FLAGS
-  distributed.initialize(values.coordinator_address, values.num_processes, values.process_id)
+  distributed.initialize(values.coordinator_address, values.num_processes, values.process_id,
+                         values.heartbeat_timeout_s)
   distributed.enable_compilation_cache()
