@@ -1,4 +1,5 @@
-"""The whole train loop across 2 local processes: preemption agreed by both, a killed peer, resuming.
+"""The whole train loop across 2 local processes: preemption agreed by both, a killed peer, resuming
+on another process count and on another device count.
 
 Two processes with one CPU device each run the program of one process with two devices (the
 same global stream, `data.pipeline._train_stream`), so a 1-process, 2-device run that is never
@@ -109,3 +110,10 @@ def test_two_processes_preempt_lose_a_peer_and_resume_on_another_process_count(t
   assert expected.keys() == got.keys() and int(got["['step']"]) == 18
   differ = [k for k in expected if not np.array_equal(expected[k], got[k])]
   assert not differ, f"{len(differ)} of {len(expected)} state leaves differ from the uninterrupted run: {differ[:3]}"
+
+  # And on another device count: one epoch more on a single device, from the 2-device checkpoint.
+  more = run_main(workdir, flags[0], "--config.train.epochs=3", "--config.train.checkpoint_every_steps=3",
+                  "--allow_config_change=train.epochs", config=CNMC_MOBILENET)
+  out = more.stdout + more.stderr
+  assert more.returncode == 0 and "Resuming from step 18" in out, out[-3000:]
+  assert int(final_state(workdir)["['step']"]) == 27
