@@ -3,8 +3,9 @@ devices and processes; process 0 writes the loss and the updated parameters of e
 --out/devices{D}_fsdp{F}.npz.
 
 tests/test_sharding.py runs it once with 8 fake CPU devices (meshes of 1 device, of 8 and of 8
-with fsdp=2: one process, one model build, three compiled steps) and as 2 processes through
-launch/local.sh, and compares the results: the sharded step must equal the single-device one.
+with fsdp=2: one process, one model build, three compiled steps) and compares the results: the
+sharded step must equal the single-device one. It also runs as N processes (`LEUKOJAX_MODULE=
+tests.one_step launch/local.sh N --out=...`) for debugging a multi-host difference.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,23 +24,25 @@ TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 HEARTBEAT_S = 20  # a peer that dies silently stops the others after this long
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+def _launch_two(workdir: pathlib.Path, flags: list[str], log: pathlib.Path) -> subprocess.Popen:
+  """`launch/local.sh 2`, as a user starts a 2-process run on one machine (one CPU device each)."""
+  cmd = ["bash", str(REPO / "launch" / "local.sh"), "2", f"--config={CNMC_MOBILENET}", f"--workdir={workdir}",
+         *flags, f"--heartbeat_timeout_s={HEARTBEAT_S}"]
+  return subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHON=sys.executable), stdout=open(log, "w"),
+                          stderr=subprocess.STDOUT)
 
 
-def _launch_two(workdir: pathlib.Path, flags: list[str], logs: pathlib.Path) -> list[subprocess.Popen]:
-  """Processes 0 and 1 of one run, as `launch/local.sh 2` starts them, each with its own log."""
-  port, procs = _free_port(), []
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  for i in range(2):
-    cmd = [sys.executable, "-m", "leukojax.main", f"--config={CNMC_MOBILENET}", f"--workdir={workdir}", *flags,
-           f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
-           f"--heartbeat_timeout_s={HEARTBEAT_S}"]
-    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(logs / f"process{i}.log", "w"),
-                                  stderr=subprocess.STDOUT))
-  return procs
+def _process_pid(workdir: pathlib.Path, process_id: int) -> int:
+  """The PID of one process of the run in `workdir` (local.sh pipes each through sed)."""
+  wanted = (f"--workdir={workdir}".encode(), f"--process_id={process_id}".encode())
+  for proc in pathlib.Path("/proc").glob("[0-9]*"):
+    try:
+      args = (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+      continue
+    if all(w in args for w in wanted):
+      return int(proc.name)
+  raise AssertionError(f"process {process_id} of the run in {workdir} is not running")
 
 
 def _steps(workdir: pathlib.Path) -> list[int]:
@@ -49,16 +50,17 @@ def _steps(workdir: pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()) if folder.exists() else []
 
 
-def _wait_for_checkpoint_after(workdir: pathlib.Path, step: int, procs: list[subprocess.Popen]) -> None:
+def _wait_for_checkpoint_after(workdir: pathlib.Path, step: int, launcher: subprocess.Popen, log: pathlib.Path):
   deadline = time.time() + 600
   while not any(s > step and (workdir / "checkpoints" / str(s) / "data" / "process_1-of-2.json").exists()
                 for s in _steps(workdir)):
-    assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint came"
+    assert time.time() < deadline and launcher.poll() is None, f"no checkpoint came: {log.read_text()[-3000:]}"
     time.sleep(0.1)
 
 
-def _log(logs: pathlib.Path, i: int) -> str:
-  return (logs / f"process{i}.log").read_text()
+def _lines(log: pathlib.Path, process_id: int) -> str:
+  prefix = f"[process {process_id}] "
+  return "\n".join(line[len(prefix):] for line in log.read_text().splitlines() if line.startswith(prefix))
 
 
 @pytest.mark.xdist_group("multiprocess")
@@ -70,33 +72,30 @@ def test_two_processes_preempt_lose_a_peer_and_resume_on_another_process_count(t
   workdir = tmp_path / "work"
 
   # SIGTERM to process 1 alone: both agree at the next log step, both save, both exit 0.
-  logs = tmp_path / "preempted"
-  logs.mkdir()
-  procs = _launch_two(workdir, flags, logs)
-  _wait_for_checkpoint_after(workdir, 0, procs)
-  procs[1].send_signal(signal.SIGTERM)
-  codes = [p.wait(timeout=300) for p in procs]
-  assert codes == [0, 0], _log(logs, 0)[-3000:] + _log(logs, 1)[-3000:]
-  assert all("Stopped for preemption" in _log(logs, i) for i in range(2))
+  log = tmp_path / "preempted.log"
+  launcher = _launch_two(workdir, flags, log)
+  _wait_for_checkpoint_after(workdir, 0, launcher, log)
+  os.kill(_process_pid(workdir, 1), signal.SIGTERM)
+  assert launcher.wait(timeout=300) == 0, log.read_text()[-3000:]
+  assert all("Stopped for preemption" in _lines(log, i) for i in range(2))
   preempted_at = _steps(workdir)[-1]
   assert preempted_at < 18 and not (workdir / "report.json").exists()
   data = workdir / "checkpoints" / str(preempted_at) / "data"
   assert sorted(p.name for p in data.glob("*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
 
   # Resumed by both; SIGKILL of process 1 after its next save: process 0 says so and exits at once.
-  logs = tmp_path / "killed"
-  logs.mkdir()
-  procs = _launch_two(workdir, flags, logs)
-  _wait_for_checkpoint_after(workdir, preempted_at, procs)
-  procs[1].kill()
+  log = tmp_path / "killed.log"
+  launcher = _launch_two(workdir, flags, log)
+  _wait_for_checkpoint_after(workdir, preempted_at, launcher, log)
+  os.kill(_process_pid(workdir, 1), signal.SIGKILL)
   killed_at = time.time()
   try:
-    code = procs[0].wait(timeout=HEARTBEAT_S + 60)
+    code = launcher.wait(timeout=HEARTBEAT_S + 60)
   except subprocess.TimeoutExpired:
-    procs[0].kill()
-    pytest.fail(f"process 0 still ran {HEARTBEAT_S + 60} s after its peer was killed: {_log(logs, 0)[-2000:]}")
-  survivor = _log(logs, 0)
-  assert code == 1 and "process 0 of 2 lost another process of this run" in survivor, survivor[-3000:]
+    launcher.kill()
+    pytest.fail(f"process 0 still ran {HEARTBEAT_S + 60} s after its peer was killed: {log.read_text()[-2000:]}")
+  survivor = _lines(log, 0)
+  assert code != 0 and "process 0 of 2 lost another process of this run" in survivor, survivor[-3000:]
   assert "rerun the same launch command" in survivor and "Traceback" not in survivor
   assert f"Resuming from step {preempted_at}" in survivor
   print(f"survivor exited {time.time() - killed_at:.1f} s after its peer was killed")
