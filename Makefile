@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml Makefile | cksum | cut -d' ' -f1)
 WORKDIR ?= workdirs/demo
 PYTEST_ARGS ?=
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends >/dev/null 2>&1
 
-.PHONY: setup demo test clean
+.PHONY: setup browser demo test clean
 
 setup: $(STAMP)
 
@@ -25,7 +26,14 @@ demo: $(STAMP)
 	  tfds_builders/cnmc2019/sample/C-NMC_Leukemia/training_data/fold_1/hem/UID_H10_105_1_hem.bmp \
 	  tfds_builders/cnmc2019/sample/C-NMC_Leukemia/training_data/fold_1/all/UID_51_5_1_all.bmp
 
-test: $(STAMP)
+# Headless Chromium for the browser check of report.html (tests/test_html_report.py): Debian's package,
+# installed where this user can (root, apt-get); elsewhere that one test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { $(APT_INSTALL) chromium || { apt-get update -qq >/dev/null 2>&1 && $(APT_INSTALL) chromium; }; }; } || \
+	  echo "Chromium could not be installed: the browser check of report.html will be skipped."
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --timeout 900 $(PYTEST_ARGS)
 
 clean:

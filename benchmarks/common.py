@@ -15,10 +15,11 @@ import platform
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from leukojax.runtime import provenance
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -117,14 +118,7 @@ def machine(jax_module=None) -> dict[str, Any]:
 
 
 def git_revision() -> str:
-  try:
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                         timeout=10).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
-    return f"{rev}{'+dirty' if dirty else ''}"
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
+  return provenance.code_version()
 
 
 def command_line(module: str, argv: Sequence[str] | None = None) -> str:

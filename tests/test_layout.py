@@ -20,7 +20,7 @@ ALLOWED = {
     "data": {"models"},  # data only uses models.preprocessing, the backbones' input convention
     "configs": {"data", "models"},
     "training": {"data", "models", "runtime"},
-    "evaluation": {"training", "data", "models"},
+    "evaluation": {"training", "data", "models", "runtime"},  # runtime.provenance: the report's commit
     "explanation": {"evaluation", "data", "models"},
     "baselines": {"evaluation", "data"},
 }

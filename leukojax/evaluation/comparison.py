@@ -61,20 +61,26 @@ def _exact_cell(split: dict[str, Any]) -> str:
   return f"{correct}/{int(n)} [{low:.3f}, {high:.3f}]"
 
 
-def table(workdirs: Sequence[str], split: str = "test") -> str:
-  """The markdown table: one row per workdir, the metric columns with their intervals."""
+def rows(workdirs: Sequence[str], split: str = "test") -> tuple[list[str], list[list[str]], list[str]]:
+  """(header, one row per workdir, protocol notes): the comparison as data, for markdown and HTML."""
   header = ["run", "model", "step", "n", *(title for title, _ in COLUMNS), "correct (exact 95%)"]
-  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-  notes = set()
+  body, notes = [], set()
   for workdir in workdirs:
     report = read_report(workdir)
     if split not in report["splits"]:
       raise KeyError(f"{workdir}/report.json has no {split!r} split; it has {sorted(report['splits'])}.")
     values = report["splits"][split]
-    row = [os.path.basename(os.path.normpath(workdir)), report["model"], str(report["checkpoint_step"]),
-           str(values.get("n", ""))] + [_cell(values, key) for _, key in COLUMNS] + [_exact_cell(values)]
-    lines.append("| " + " | ".join(row) + " |")
+    body.append([os.path.basename(os.path.normpath(workdir)), report["model"], str(report["checkpoint_step"]),
+                 str(values.get("n", ""))] + [_cell(values, key) for _, key in COLUMNS] + [_exact_cell(values)])
     boot = report.get("bootstrap") or {}
     notes.add(f"{report['protocol_note']}; {int(100 * boot.get('confidence', 0.95))}% intervals: "
               f"bootstrap over {boot.get('unit', 'image')}s ({boot.get('n_resamples', '?')} resamples)")
-  return "\n".join(lines + [""] + [f"Protocol: {note}." for note in sorted(notes)])
+  return header, body, [f"Protocol: {note}." for note in sorted(notes)]
+
+
+def table(workdirs: Sequence[str], split: str = "test") -> str:
+  """The markdown table: one row per workdir, the metric columns with their intervals."""
+  header, body, notes = rows(workdirs, split)
+  lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+  lines += ["| " + " | ".join(row) + " |" for row in body]
+  return "\n".join(lines + [""] + notes)

@@ -8,6 +8,7 @@ rate, and the split protocol in every heading.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
+
+from leukojax.runtime import provenance
 
 # Row order of the paper's table, then the additions.
 BINARY_ROWS = ("TP", "TN", "FP", "FN", "accuracy", "prevalence", "sensitivity", "specificity", "PPV",
@@ -75,6 +78,7 @@ def build_report(splits: Mapping[str, Mapping[str, Any]], *, step: int, checkpoi
       "threshold": dict(threshold) if threshold else None,
       "bootstrap": dict(bootstrap),
       "splits": {name: dict(value) for name, value in _ordered(splits)},
+      "code": provenance.code_version(),
       "plots": {},  # filled by `run_evaluation.write_plots` on the process that writes
   }
 
@@ -114,16 +118,34 @@ def _cell(metrics: Mapping[str, Any], row: str) -> str:
   return text
 
 
-def _table(columns: Sequence[tuple[str, Mapping[str, Any]]], rows: Sequence[str],
-           names: Mapping[str, str] | None = None) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """One table of the report, rendered by report.md and report.html alike (`level`: heading depth)."""
+  title: str
+  header: list[str]
+  rows: list[list[str]]
+  level: int = 2
+  text_columns: tuple[int, ...] = (0,)  # left-aligned; the others hold numbers
+
+  def alignment(self, column: int) -> str:
+    return "left" if column in self.text_columns else "right"
+
+
+def metric_rows(columns: Sequence[tuple[str, Mapping[str, Any]]], rows: Sequence[str],
+                names: Mapping[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+  """(header, rows) of a metric-per-row, split-per-column table; rows no column has are left out."""
   names = {**ROW_NAMES, **(names or {})}
-  lines = ["| Metric | " + " | ".join(name for name, _ in columns) + " |",
-           "|---|" + "---:|" * len(columns)]
-  for row in rows:
-    if all(row not in metrics for _, metrics in columns):
-      continue
-    lines.append(f"| {names.get(row, row)} | " + " | ".join(_cell(m, row) for _, m in columns) + " |")
-  return lines
+  header = ["Metric", *(name for name, _ in columns)]
+  body = [[names.get(row, row), *(_cell(m, row) for _, m in columns)]
+          for row in rows if any(row in metrics for _, metrics in columns)]
+  return header, body
+
+
+def _markdown(table: Table) -> list[str]:
+  return ["", "#" * table.level + " " + table.title, "",
+          "| " + " | ".join(table.header) + " |",
+          "|" + "".join("---|" if table.alignment(i) == "left" else "---:|" for i in range(len(table.header))),
+          *("| " + " | ".join(row) + " |" for row in table.rows)]
 
 
 def _binary(report: Mapping[str, Any]) -> bool:
@@ -162,7 +184,7 @@ def _build_line(build: Mapping[str, Any] | None) -> list[str]:
           f"left out" + (f" ({listed})" if skipped else "") + "."]
 
 
-def _patient_section(report: Mapping[str, Any], note: str) -> list[str]:
+def _patient_tables(report: Mapping[str, Any], note: str) -> list[Table]:
   columns = []
   for name, split in _ordered(report["splits"]):
     for key, label in (("at_0.5", "0.5"), ("at_chosen_threshold", "tuned")):
@@ -171,52 +193,53 @@ def _patient_section(report: Mapping[str, Any], note: str) -> list[str]:
         columns.append((f"{name} @ {label} ({level['threshold']:.4f})", level))
   if not columns:
     return []
-  lines = ["", f"## Patient level ({columns[0][1]['aggregation']}) — {note}", ""]
-  lines += _table(columns, PATIENT_ROWS)
+  tables = [Table(f"Patient level ({columns[0][1]['aggregation']}) — {note}", *metric_rows(columns, PATIENT_ROWS))]
   test = report["splits"].get("test", {}).get("patient_level", {}).get("at_0.5")
   if test:
-    positive = report["class_names"][-1]
-    lines += ["", "### Subjects of the test split (threshold 0.5)", "",
-              f"| Subject | Cells | True class | Mean P({positive}) | Predicted | Cells called {positive} |",
-              "|---|---:|---|---:|---|---:|"]
-    for s in test["subjects"]:
-      lines.append(f"| {s['subject_id']} | {s['cells']} | {report['class_names'][s['label']]} | "
-                   f"{s['mean_prob']:.4f} | {report['class_names'][s['predicted']]} | "
-                   f"{s['cell_positive_fraction']:.1%} |")
-  return lines
+    positive, names = report["class_names"][-1], report["class_names"]
+    tables.append(Table(
+        "Subjects of the test split (threshold 0.5)",
+        ["Subject", "Cells", "True class", f"Mean P({positive})", "Predicted", f"Cells called {positive}"],
+        [[str(s["subject_id"]), str(s["cells"]), names[s["label"]], f"{s['mean_prob']:.4f}", names[s["predicted"]],
+          f"{s['cell_positive_fraction']:.1%}"] for s in test["subjects"]], level=3, text_columns=(0, 2, 4)))
+  return tables
 
 
-def _per_class_section(report: Mapping[str, Any], note: str) -> list[str]:
-  lines = ["", f"## Per class (arg-max) — {note}", "",
-           "| Class | " + " | ".join(f"{s} precision | {s} recall" for s, _ in _ordered(report["splits"])) + " |",
-           "|---|" + "---:|---:|" * len(report["splits"])]
+def _per_class_table(report: Mapping[str, Any], note: str) -> Table:
+  header = ["Class"] + [f"{s} {m}" for s, _ in _ordered(report["splits"]) for m in ("precision", "recall")]
+  rows = []
   for name in report["class_names"]:
-    cells = []
+    cells = [name]
     for _, split in _ordered(report["splits"]):
       per_class, ci = split.get("per_class", {}).get(name, {}), split.get("ci", {})
       cells += [_cell({"v": per_class.get(m), "ci": {"v": ci.get(f"{name}/{m}")}}, "v")
                 for m in ("precision", "recall")]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  return lines
+    rows.append(cells)
+  return Table(f"Per class (arg-max) — {note}", header, rows)
+
+
+def tables(report: Mapping[str, Any]) -> list[Table]:
+  """The report's tables in order: the paper's table per threshold, then patient level or per class."""
+  note = report["protocol_note"]
+  columns = [(name, split) for name, split in _ordered(report["splits"])]
+  if not _binary(report):
+    return [Table(f"Image level — {note}", *metric_rows(columns, MULTICLASS_ROWS, MULTICLASS_NAMES)),
+            _per_class_table(report, note)]
+  out = [Table(f"Image level, threshold 0.5 — {note}", *metric_rows(columns, BINARY_ROWS))]
+  tuned = [(name, split["at_chosen_threshold"]) for name, split in columns if "at_chosen_threshold" in split]
+  if tuned:
+    out.append(Table(f"Image level, threshold {report['threshold']['chosen']:.4f} (chosen on "
+                     f"{report['threshold']['chosen_on']}) — {note}", *metric_rows(tuned, BINARY_ROWS)))
+  return out + _patient_tables(report, note)
 
 
 def format_markdown(report: Mapping[str, Any]) -> str:
   """report.md: the header, the paper's table per threshold, patient level, figures."""
-  note = report["protocol_note"]
-  columns = [(name, split) for name, split in _ordered(report["splits"])]
-  lines = _header(report)
-  if _binary(report):
-    lines += [f"## Image level, threshold 0.5 — {note}", ""] + _table(columns, BINARY_ROWS)
-    tuned = [(name, split["at_chosen_threshold"]) for name, split in columns if "at_chosen_threshold" in split]
-    if tuned:
-      lines += ["", f"## Image level, threshold {report['threshold']['chosen']:.4f} (chosen on "
-                f"{report['threshold']['chosen_on']}) — {note}", ""] + _table(tuned, BINARY_ROWS)
-    lines += _patient_section(report, note)
-  else:
-    lines += [f"## Image level — {note}", ""] + _table(columns, MULTICLASS_ROWS, MULTICLASS_NAMES)
-    lines += _per_class_section(report, note)
+  lines = _header(report)[:-1]
+  for table in tables(report):
+    lines += _markdown(table)
   if report.get("plots"):
-    lines += ["", f"## Figures — {note}", ""]
+    lines += ["", f"## Figures — {report['protocol_note']}", ""]
     lines += [f"![{name}]({path})" for name, path in report["plots"].items()]
   return "\n".join(lines) + "\n"
 

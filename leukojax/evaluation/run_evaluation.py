@@ -1,4 +1,4 @@
-"""`evaluate_run`: one restored state -> report.json, report.md, plots and per-image predictions.
+"""`evaluate_run`: one restored state -> report.json, report.md, report.html, plots and per-image predictions.
 
 Shared by the end of training (`training_run.train_and_evaluate`) and `python -m leukojax.evaluate`, so a
 finished run and a later evaluation of the same checkpoint write the same files. Every process
@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from leukojax.evaluation import analysis, inference, plots, report, restore, tta
+from leukojax.evaluation import analysis, html_report, inference, plots, report, restore, tta
 from leukojax.models import outputs
 from leukojax.training.metric_writer import read_history
 
@@ -109,9 +109,11 @@ def evaluate_run(run: restore.TrainedRun, *, out_dir: str | None = None,
   if jax.process_index() == 0:
     final["plots"] = write_plots(results, final, workdir=run.workdir, out_dir=out_dir)
     final["predictions"] = write_predictions(results, pipeline.class_names, out_dir)
+    final["html"] = html_report.HTML_NAME
     paths = report.write_report(final, out_dir)
+    page = html_report.write(final, out_dir, results=results, eval_splits=pipeline.eval_splits)
     print(report.format_table(final))
-    logging.info("Wrote %s, %s and %d plots.", paths["json"], paths["md"], len(final["plots"]))
+    logging.info("Wrote %s, %s, %s and %d plots.", paths["json"], paths["md"], page, len(final["plots"]))
   return final
 
 
