@@ -142,3 +142,24 @@ def test_compare_html_holds_the_comparison_table_and_each_runs_curves(sample_run
   for src in page.images:
     Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
   assert [(path.parent / link).resolve() for link in page.links] == [sample_run.resolve() / "report.html"] * 2
+
+
+@pytest.mark.xdist_group("sample_run")
+def test_evaluate_explain_puts_gradcam_and_lime_beside_the_first_gallery_cases(sample_run, tmp_path):
+  import sys
+
+  from tests.conftest import REPO
+
+  out = tmp_path / "explained"
+  result = subprocess.run([sys.executable, "-m", "leukojax.evaluate", f"--workdir={sample_run}", f"--out_dir={out}",
+                           "--split=test", "--explain=1", "--lime_samples=50"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "explaining the gallery" in result.stderr  # the progress bar
+  page = _parse(out / "report.html")
+  figures = sorted((out / "explanations" / "gallery").glob("*.png"))
+  assert len(figures) == 2  # one case for each evaluated split (val, test)
+  rep = json.loads((out / "report.json").read_text())
+  assert len(page.images) == len(rep["plots"]) + len(page.cases) + len(figures)
+  text = (out / "report.html").read_text()
+  assert text.count("IoU of Grad-CAM and LIME") == 2

@@ -4,7 +4,8 @@ Per split and per true class, the most confident mistakes (the highest probabili
 wrong class) and the least confident correct calls (the lowest probability of the true class), at
 the report's primary decision rule (0.5 for one sigmoid unit, arg-max otherwise). Thumbnails are
 the stored images themselves, not the model's resized input, so a reader sees what a pathologist
-would.
+would. Explanations (Grad-CAM, LIME) of the first cases are supplied by the caller (`Explain`): the
+explanation role builds on evaluation, never the reverse.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,10 @@ class Case:
   predicted_class: str
   p_true: float  # the probability the model gave the true class
   p_predicted: float
+
+
+# (cases to explain, {(split, row): stored image}) -> {(split, row): {"png": path, "iou": ..., ...}}
+Explain = Callable[[Sequence["Case"], Mapping[tuple[str, int], np.ndarray]], Mapping[tuple[str, int], dict]]
 
 
 def as_text(value: Any) -> str:
@@ -83,9 +88,18 @@ def png_data_uri(image: np.ndarray | Image.Image, max_px: int | None = THUMBNAIL
   return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def thumbnails(cases: Sequence[Case], eval_split: Any) -> dict[int, str]:
-  """{row: data URI} of the stored images of `cases`, read through the split's own sources."""
+def read_images(cases: Sequence[Case], eval_split: Any) -> dict[int, np.ndarray]:
+  """{row: stored uint8 image} of `cases`, read through the split's own sources."""
   rows = sorted({case.row for case in cases})
   source = RowSource(eval_split.sources, eval_split.source_split[rows], eval_split.source_index[rows],
                      eval_split.metadata["label"][rows])
-  return {row: png_data_uri(source[i]["image"]) for i, row in enumerate(rows)}
+  return {row: np.asarray(source[i]["image"]) for i, row in enumerate(rows)}
+
+
+def to_explain(cases: Sequence[Case], limit: int) -> list[Case]:
+  """The first `limit` cases of each split to explain: mistakes (most confident first), then unsure calls."""
+  chosen = []
+  for split in dict.fromkeys(case.split for case in cases):
+    ordered = sorted((c for c in cases if c.split == split), key=lambda c: (c.kind != "mistake", c.p_true))
+    chosen += ordered[:limit]
+  return chosen

@@ -34,9 +34,10 @@ td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}
 .figures{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;background:#fff;padding:6px;border:1px solid #d5d9e0}
 figure img{max-width:540px;width:100%;height:auto}figcaption{font-size:13px;color:#4a5263}
 .cases{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:8px}
-.case{background:#fff;border:1px solid #d5d9e0;padding:6px;width:140px;font-size:12px}
+.case{background:#fff;border:1px solid #d5d9e0;padding:6px;width:140px;font-size:12px;overflow-wrap:anywhere}
 .case img{width:128px;height:128px;object-fit:contain;background:#000;display:block}
-.case.mistake{border-color:#c0392b}.case .p{font-weight:600}.empty{color:#6b7385;font-style:italic}
+.case.mistake{border-color:#c0392b}.explained{display:flex;gap:8px;flex-basis:100%;align-items:flex-start}
+figure.explanation img{max-width:900px}.case .p{font-weight:600}.empty{color:#6b7385;font-style:italic}
 #predictions table{width:100%}#predictions th{cursor:pointer;user-select:none}
 .controls{display:flex;gap:12px;align-items:center;margin:6px 0}.controls input[type=search]{width:260px}
 tr.wrong td{background:#fdecea}
@@ -131,16 +132,29 @@ def _figures(rep: Mapping[str, Any], out_dir: str) -> str:
   return f'<section id="figures"><h2>Figures</h2><div class="figures">{"".join(figures)}</div></section>'
 
 
-def _case_html(case: gallery.Case, thumbnail: str) -> str:
+def _explanation_html(record: Mapping[str, Any]) -> str:
+  """The explanation figure of a case (Grad-CAM and LIME panels) and its agreement score."""
+  with Image.open(record["png"]) as picture:
+    uri = gallery.png_data_uri(picture, max_px=900)
+  iou = record.get("iou")
+  score = ("IoU of Grad-CAM and LIME: " + (f"{iou:.2f} (chance {record['iou_chance']:.2f})" if iou is not None
+                                            else record.get("iou_note", "n/a")))
+  return (f'<figure class="explanation"><img alt="explanation of {_e(record["file"])}" src="{uri}">'
+          f"<figcaption>{_e(score)}</figcaption></figure>")
+
+
+def _case_html(case: gallery.Case, thumbnail: str, explanation: Mapping[str, Any] | None) -> str:
   subject = f"<br>subject {_e(case.subject_id)}" if case.subject_id else ""
-  return (f'<div class="case {case.kind}" data-file="{_e(case.file_name)}"><img alt="{_e(case.file_name)}" '
+  card = (f'<div class="case {case.kind}" data-file="{_e(case.file_name)}"><img alt="{_e(case.file_name)}" '
           f'src="{thumbnail}"><span class="p">true {_e(case.true_class)}, P = {case.p_true:.3f}</span><br>'
           f'called {_e(case.predicted_class)} ({case.p_predicted:.3f}){subject}<br>'
           f'<span title="{_e(case.file_name)}">{_e(case.file_name[:22])}</span></div>')
+  return card if explanation is None else f'<div class="explained">{card}{_explanation_html(explanation)}</div>'
+
 
 
 def _gallery(cases: Sequence[gallery.Case], thumbs: Mapping[tuple[str, int], str], class_names: Sequence[str],
-             rule: str) -> str:
+             rule: str, explained: Mapping[tuple[str, int], Mapping[str, Any]]) -> str:
   parts = [f'<section id="gallery"><h2>Error gallery</h2><p>Per true class: the most confident mistakes, then '
            f'the least confident correct calls ({_e(rule)}). P is the probability the model gave the true '
            'class.</p>']
@@ -149,7 +163,8 @@ def _gallery(cases: Sequence[gallery.Case], thumbs: Mapping[tuple[str, int], str
     for name in class_names:
       for kind, title in (("mistake", "most confident mistakes"), ("unsure", "least confident correct calls")):
         chosen = [c for c in cases if c.split == split and c.true_class == name and c.kind == kind]
-        cards = "".join(_case_html(c, thumbs[(c.split, c.row)]) for c in chosen) or '<span class="empty">none</span>'
+        cards = "".join(_case_html(c, thumbs[(c.split, c.row)], explained.get((c.split, c.row)))
+                        for c in chosen) or '<span class="empty">none</span>'
         parts.append(f"<h4>true {_e(name)}: {title}</h4><div class=\"cases\">{cards}</div>")
   return "".join(parts) + "</section>"
 
@@ -183,7 +198,8 @@ def _predictions(predictions: Mapping[str, Any], class_names: Sequence[str]) -> 
 
 
 def render(rep: Mapping[str, Any], *, out_dir: str, cases: Sequence[gallery.Case],
-           thumbs: Mapping[tuple[str, int], str], predictions: Mapping[str, Any]) -> str:
+           thumbs: Mapping[tuple[str, int], str], predictions: Mapping[str, Any],
+           explained: Mapping[tuple[str, int], Mapping[str, Any]] | None = None) -> str:
   """The whole page as one string (`out_dir`: where the report's plots are)."""
   rule = "threshold 0.5" if len(rep["class_names"]) == 2 else "arg-max"
   sections = [("run", "Run"), ("metrics", "Metrics"), ("figures", "Figures"), ("gallery", "Error gallery"),
@@ -194,23 +210,29 @@ def render(rep: Mapping[str, Any], *, out_dir: str, cases: Sequence[gallery.Case
   return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
           f'content="width=device-width,initial-scale=1"><title>{_e(title)}</title><style>{_STYLE}</style></head>'
           f'<body><nav>{nav}</nav><main>{_header(rep)}<section id="metrics"><h2>Metrics</h2>{metrics}</section>'
-          f'{_figures(rep, out_dir)}{_gallery(cases, thumbs, rep["class_names"], rule)}'
+          f'{_figures(rep, out_dir)}{_gallery(cases, thumbs, rep["class_names"], rule, explained or {})}'
           f'{_predictions(predictions, rep["class_names"])}</main><script>{_SCRIPT}</script></body></html>\n')
 
 
 def write(rep: Mapping[str, Any], out_dir: str, *, results: Mapping[str, Any], eval_splits: Mapping[str, Any],
-          per_class: int = gallery.DEFAULT_PER_CLASS) -> str:
-  """Selects the gallery of every evaluated split, reads its thumbnails, writes report.html."""
-  cases, thumbs = [], {}
+          per_class: int = gallery.DEFAULT_PER_CLASS, explain: gallery.Explain | None = None,
+          explain_limit: int = 0) -> str:
+  """Selects the gallery of every evaluated split, reads its images, explains the first
+  `explain_limit` of each split with `explain` (if given), writes report.html."""
+  cases, images = [], {}
   for split, result in results.items():
     chosen = gallery.select_cases(split, result.probs, result.labels, result.metadata, rep["class_names"], per_class)
     cases += chosen
     if chosen:
-      thumbs.update({(split, row): uri for row, uri in gallery.thumbnails(chosen, eval_splits[split]).items()})
+      images.update({(split, row): image for row, image in gallery.read_images(chosen, eval_splits[split]).items()})
+  thumbs = {key: gallery.png_data_uri(image) for key, image in images.items()}
+  explained = {}
+  if explain is not None and explain_limit > 0:
+    explained = dict(explain(gallery.to_explain(cases, explain_limit), images))
   predictions = {split: (r.probs, r.labels, r.metadata) for split, r in results.items()}
   path = os.path.join(out_dir, HTML_NAME)
   with open(path, "w", encoding="utf-8") as f:
-    f.write(render(rep, out_dir=out_dir, cases=cases, thumbs=thumbs, predictions=predictions))
+    f.write(render(rep, out_dir=out_dir, cases=cases, thumbs=thumbs, predictions=predictions, explained=explained))
   return path
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from leukojax.evaluation import analysis, html_report, inference, plots, report, restore, tta
+from leukojax.evaluation import analysis, gallery, html_report, inference, plots, report, restore, tta
 from leukojax.models import outputs
 from leukojax.training.metric_writer import read_history
 
@@ -64,14 +64,17 @@ def default_out_dir(workdir: str, checkpoint: str | int, options: EvalOptions) -
 
 
 def evaluate_workdir(workdir: str, checkpoint: str | int = "best", *, overrides: Mapping[str, Any] | None = None,
-                     out_dir: str | None = None, **options: Any) -> dict[str, Any]:
+                     out_dir: str | None = None, explainer_for: Callable[..., gallery.Explain] | None = None,
+                     explain_limit: int = 0, **options: Any) -> dict[str, Any]:
   """`leukojax.evaluate`: restores `checkpoint` of `workdir` and writes its report (`options`:
-  the keyword overrides of `options_from_config`)."""
+  the keyword overrides of `options_from_config`; `explainer_for(run, out_dir)`: the gallery's
+  explanations, supplied by the explanation role)."""
   run = restore.restore_run(workdir, checkpoint, overrides)
   eval_options = options_from_config(run.config, **options)
   out_dir = out_dir or default_out_dir(workdir, checkpoint, eval_options)
   logging.info("Evaluating %s (step %d, %s) into %s.", workdir, run.step, run.checkpoint, out_dir)
-  return evaluate_run(run, out_dir=out_dir, options=eval_options)
+  explain = explainer_for(run, out_dir) if explainer_for is not None and explain_limit > 0 else None
+  return evaluate_run(run, out_dir=out_dir, options=eval_options, explain=explain, explain_limit=explain_limit)
 
 
 def splits_to_run(requested: Sequence[str], available: Sequence[str]) -> list[str]:
@@ -82,9 +85,10 @@ def splits_to_run(requested: Sequence[str], available: Sequence[str]) -> list[st
   return ["val"] + [s for s in dict.fromkeys(requested) if s != "val"]
 
 
-def evaluate_run(run: restore.TrainedRun, *, out_dir: str | None = None,
-                 options: EvalOptions | None = None) -> dict[str, Any]:
-  """Evaluates `run` on the splits of `options` and writes the full report into `out_dir`."""
+def evaluate_run(run: restore.TrainedRun, *, out_dir: str | None = None, options: EvalOptions | None = None,
+                 explain: gallery.Explain | None = None, explain_limit: int = 0) -> dict[str, Any]:
+  """Evaluates `run` on the splits of `options` and writes the full report into `out_dir`
+  (`explain`: explains the first `explain_limit` gallery cases of each split in report.html)."""
   config, pipeline, step = run.config, run.pipeline, run.step
   options = options or options_from_config(config)
   out_dir = out_dir or run.workdir
@@ -111,7 +115,8 @@ def evaluate_run(run: restore.TrainedRun, *, out_dir: str | None = None,
     final["predictions"] = write_predictions(results, pipeline.class_names, out_dir)
     final["html"] = html_report.HTML_NAME
     paths = report.write_report(final, out_dir)
-    page = html_report.write(final, out_dir, results=results, eval_splits=pipeline.eval_splits)
+    page = html_report.write(final, out_dir, results=results, eval_splits=pipeline.eval_splits, explain=explain,
+                             explain_limit=explain_limit)
     print(report.format_table(final))
     logging.info("Wrote %s, %s, %s and %d plots.", paths["json"], paths["md"], page, len(final["plots"]))
   return final

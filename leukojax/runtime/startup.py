@@ -20,11 +20,18 @@ def define_distributed_flags() -> None:
                        "Multi-process: stop every process this long after one stops answering (JAX: 100).")
 
 
+# Mid-epoch and preemption saves carry no validation metric by design (training.checkpoints).
+EXPECTED_ORBAX_WARNING = "Requested `tracked_metric`; did not provide metrics."
+
+
 class QuietLibraries(pylogging.Filter):
-  """Drops the INFO chatter of Orbax, grain and TFDS (dozens of lines per checkpoint); keeps warnings."""
+  """Drops the INFO chatter of Orbax, grain and TFDS (dozens of lines per checkpoint) and Orbax's
+  expected warning on every metric-less save; keeps the other warnings."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
     noisy = any(part in record.pathname for part in ("/orbax/", "/grain/", "/tensorflow_datasets/"))
+    if noisy and str(record.msg).startswith(EXPECTED_ORBAX_WARNING):
+      return False
     return record.levelno >= pylogging.WARNING or not noisy
 
 
