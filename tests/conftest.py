@@ -90,6 +90,13 @@ def final_state(workdir: pathlib.Path) -> dict[str, np.ndarray]:
           jax.tree_util.tree_leaves_with_path(restored["state"])}
 
 
+def backbone_tree(workdir: pathlib.Path, part: str) -> dict[str, np.ndarray]:
+  """`part` ('params' or 'model_state') of the backbone in the latest checkpoint, by Keras-import path."""
+  flat = {key: value for key, value in final_state(workdir).items()
+          if key.startswith(f"['{part}']['backbone']")}
+  return {"/".join(k.strip("'") for k in key.strip("[]").split("][")[2:-1]): value for key, value in flat.items()}
+
+
 # The longest xdist groups start first (each runs whole on one worker), so no worker is left with
 # a two-minute group at the end while the other idles: longest-processing-time-first scheduling.
 _LONGEST_FIRST = ("hybrid_smoke", "cnmc_mobilenet", "sample_run")

@@ -3,6 +3,7 @@ real photographs of known ImageNet classes (`skimage.data`), and the checkpoint 
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import jax
@@ -96,3 +97,32 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path, ca
   truncated.write_bytes(open(_checkpoint_path(), "rb").read()[:100_000])
   with pytest.raises(torch_checkpoint.TorchCheckpointError, match="short.pth"):
     torch_checkpoint.read_state_dict(truncated)
+
+
+@pytest.mark.xdist_group("sample_run")
+def test_pretrained_lite0_trains_end_to_end_with_its_backbone_frozen_in_inference_mode(sample_run, tmp_path,
+                                                                                      state_dict):
+  """`configs/baselines.py:efficientnet_lite0,...,pretrained` through the real `main` on the real
+  Taleqani sample: the checkpoint is verified and loaded, and after the frozen epoch every backbone
+  weight and BatchNorm statistic is still exactly the checkpoint's while the head learnt."""
+  from leukojax.models import keras_weights
+  from tests.conftest import SAMPLE_MANUAL_DIR, backbone_tree, run_main
+
+  workdir = tmp_path / "lite0"
+  result = run_main(workdir, f"--config.data.manual_dir={SAMPLE_MANUAL_DIR}",
+                    f"--config.data.data_dir={sample_run.parent / 'tfds'}", "--config.train.freeze_backbone_epochs=1",
+                    "--config.train.global_batch_size=8", "--config.train.learning_rate=1e-3",
+                    config="configs/baselines.py:efficientnet_lite0,smoke,pretrained,res=64,epochs=1")
+  out = result.stdout + result.stderr
+  assert result.returncode == 0, out[-3000:]
+  assert f"sha256 {efficientnet_lite.CHECKPOINT_SHA256}, the published file" in out
+  expected = _zeros_model(include_top=False)
+  efficientnet_lite.load_torch_weights(expected, state_dict)
+  expected = {keras_weights.path_str(p): np.asarray(v.get_value())
+              for p, v in keras_weights.weight_variables(expected).items()}
+  loaded = {**backbone_tree(workdir, "params"), **backbone_tree(workdir, "model_state")}
+  assert loaded.keys() == expected.keys()
+  differ = [k for k in expected if not np.array_equal(loaded[k], expected[k])]
+  assert not differ, f"{len(differ)} backbone leaves moved while frozen: {differ[:3]}"
+  history = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
+  assert history[0]["train/lr_backbone"] == 0.0 and history[0]["train/lr_head"] > 0

@@ -26,7 +26,7 @@ from leukojax.configs.base import base_config
 from leukojax.models import outputs
 from leukojax.training import optimizer, steps
 from leukojax.training.state import TrainState
-from tests.conftest import CNMC_MOBILENET, CNMC_RUN, final_state, run_main
+from tests.conftest import CNMC_MOBILENET, CNMC_RUN, backbone_tree, run_main
 
 # Lowest test AUC over seeds 0-4 (0.903, docs/testing.md) minus a margin; a constant output scores 0.5.
 TALEQANI_MIN_TEST_AUC = 0.80
@@ -172,13 +172,6 @@ def test_a_toy_model_trained_by_the_step_fits_a_separable_problem():
   assert float(last["accuracy"]) >= 0.95
 
 
-def _checkpoint_tree(workdir: pathlib.Path, part: str) -> dict[str, np.ndarray]:
-  """`part` ('params' or 'model_state') of the backbone in the latest checkpoint, by Keras-import path."""
-  flat = {key: value for key, value in final_state(workdir).items()
-          if key.startswith(f"['{part}']['backbone']")}
-  return {"/".join(k.strip("'") for k in key.strip("[]").split("][")[2:-1]): value for key, value in flat.items()}
-
-
 @CNMC_RUN
 def test_pretrained_backbone_is_loaded_frozen_then_fine_tuned(cnmc_mobilenet_run, tmp_path):
   """ImageNet weights enabled end to end, from a MobileNet file in the official layout: after the
@@ -203,7 +196,7 @@ def test_pretrained_backbone_is_loaded_frozen_then_fine_tuned(cnmc_mobilenet_run
   frozen = run_main(workdir, *flags, "--config.train.epochs=1", config=CNMC_MOBILENET)
   assert frozen.returncode == 0, frozen.stdout[-3000:] + frozen.stderr[-3000:]
   assert "from scratch" not in frozen.stderr + frozen.stdout
-  loaded = {**_checkpoint_tree(workdir, "params"), **_checkpoint_tree(workdir, "model_state")}
+  loaded = {**backbone_tree(workdir, "params"), **backbone_tree(workdir, "model_state")}
   assert loaded.keys() == expected.keys()
   differ = [k for k in expected if not np.array_equal(loaded[k], expected[k])]
   assert not differ, f"{len(differ)} backbone leaves are not the file's after the frozen epoch: {differ[:3]}"
@@ -211,7 +204,7 @@ def test_pretrained_backbone_is_loaded_frozen_then_fine_tuned(cnmc_mobilenet_run
   tuned = run_main(workdir, *flags, "--config.train.epochs=2", "--allow_config_change=train.epochs",
                    config=CNMC_MOBILENET)
   assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
-  after = _checkpoint_tree(workdir, "params")
+  after = backbone_tree(workdir, "params")
   assert sum(not np.array_equal(after[k], expected[k]) for k in after) > 0.9 * len(after)
   history = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
   assert [h["epoch"] for h in history] == [1, 2]

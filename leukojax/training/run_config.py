@@ -29,7 +29,8 @@ RESUMABLE_FIELDS = (  # safe to resume under, with --allow_config_change
     "eval.tta", "eval.bootstrap_resamples", "eval.bootstrap_seed", "eval.confidence", "eval.threshold_criterion")
 
 # Fields added after workdirs existed: absent from an older config.json means this value.
-ADDED_FIELDS: dict[str, Any] = {"model.pretrained.custom_weights": False}
+ADDED_FIELDS: dict[str, Any] = {"model.pretrained.custom_weights": False,
+                                 "model.pretrained.paths.efficientnet_lite0": ""}
 
 
 class ConfigChangeError(ConfigError):

@@ -79,7 +79,8 @@ def load_pretrained(model: nnx.Module, model_config: ml_collections.ConfigDict) 
     source = model_config.pretrained.paths.get(name) or None  # a file, a converted folder, or the Keras cache
     loaded = pretrained.load_pretrained(backbone, source, download=model_config.pretrained.download,
                                         custom=model_config.pretrained.get("custom_weights", False))
-    logging.info("Loaded ImageNet weights for %s from %s (md5 %s, %s).", name, loaded["source"], loaded["md5"],
+    logging.info("Loaded ImageNet weights for %s from %s (%s, %s).", name, loaded["source"],
+                 f"sha256 {loaded['sha256']}" if "sha256" in loaded else f"md5 {loaded['md5']}",
                  {True: "the published file", False: "a custom file", None: "no published hash"}[loaded["official"]])
 
 
