@@ -71,3 +71,29 @@ def test_cnmc_protocol(model):
     assert tuple(folds[0].model.backbones) == expected[model]
   else:
     assert folds[0].model.name == model
+
+
+def _config_differences(a: dict, b: dict, prefix: str = "") -> set[str]:
+  keys = set(a) | set(b)
+  out = set()
+  for k in keys:
+    if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+      out |= _config_differences(a[k], b[k], f"{prefix}{k}.")
+    elif a.get(k) != b.get(k):
+      out.add(prefix + k)
+  return out
+
+
+@pytest.mark.parametrize("spec", ["taleqani.py:efficientnet_lite0", "taleqani.py:efficientnet_lite0,four_class",
+                                  "cnmc.py:efficientnet_lite0,fold=0", "cnmc.py:efficientnet_lite0,fold=1"])
+def test_imagenet_arm_differs_from_scratch_only_by_the_weights(spec):
+  """The pretraining A/B of docs/results.md: ImageNet weights plus one frozen epoch, nothing else."""
+  module = {"taleqani.py": taleqani, "cnmc.py": cnmc}[spec.split(":")[0]]
+  arg = spec.split(":")[1]
+  scratch, imagenet = module.get_config(arg), module.get_config(arg + ",imagenet")
+  assert _config_differences(scratch.to_dict(), imagenet.to_dict()) == {
+      "name", "model.pretrained.enabled", "train.freeze_backbone_epochs"}
+  assert imagenet.model.pretrained.enabled and imagenet.train.freeze_backbone_epochs == 1.0
+  assert imagenet.name == scratch.name + "_imagenet"
+  with pytest.raises(ValueError, match="not both"):
+    taleqani.get_config("efficientnet_lite0,pretrained,imagenet")

@@ -1,8 +1,9 @@
 r"""Results on the real C-NMC 2019 cells (docs/results.md, "C-NMC 2019"): one config per model.
 
-`--config configs/cnmc.py:MODEL[,fold=K][,all_subjects][,hed=S][,cells=N][,res=N][,epochs=N]`
+`--config configs/cnmc.py:MODEL[,fold=K][,all_subjects][,imagenet][,hed=S][,cells=N][,res=N][,epochs=N]`
 MODEL: hybrid (VGG16 + InceptionV3 + Xception), its parts vgg16, inception_v3, xception (the
-papers' heads), or allnet (ResNet50 for Xception).
+papers' heads), allnet (ResNet50 for Xception), or efficientnet_lite0 (the one backbone whose real
+ImageNet weights can be had here).
 
 Data: the 2,921 cells of 11 subjects (9 ALL, 2 healthy) of the official training fold_1 archive,
 through the project's TFDS builder (checked against the official SHA-256 of every file); the 5
@@ -24,6 +25,9 @@ workdirs/cnmc/hybrid_fold1` for the pooled result over all 11 subjects.
   cell), HED stain jitter sigma 0.05 (`hed=0` turns it off) with random 90-degree turns and flips,
   class-weighted loss, Adam 3e-4 with warmup + cosine, BatchNorm momentum 0.9, global batch 16, 5 epochs.
   Hardware: 2 CPU cores (wall times in docs/results.md).
+* `imagenet`: the same config with ImageNet weights, the backbone frozen for the first epoch
+  (BatchNorm on its ImageNet statistics) while the head learns, then fine-tuned: the A/B of
+  docs/results.md "Does ImageNet pretraining help?".
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from __future__ import annotations
 from leukojax.configs import baselines, hybrid
 from leukojax.configs.base import parse_variant
 
-MODELS = ("hybrid", "vgg16", "inception_v3", "xception", "allnet")
-EPOCHS = {"hybrid": 5, "allnet": 5, "vgg16": 5, "inception_v3": 5, "xception": 5}
+MODELS = ("hybrid", "vgg16", "inception_v3", "xception", "allnet", "efficientnet_lite0")
+EPOCHS = {"hybrid": 5, "allnet": 5, "vgg16": 5, "inception_v3": 5, "xception": 5, "efficientnet_lite0": 5}
 
 
 def get_config(arg: str | None = None):
@@ -47,7 +51,9 @@ def get_config(arg: str | None = None):
     c.model.dense_widths = (256, 128)
   else:
     c = baselines.get_config(f"{model},cnmc")
-  c.model.pretrained.enabled = False
+  imagenet = options.get("imagenet") == "True"
+  c.model.pretrained.enabled = imagenet
+  c.train.freeze_backbone_epochs = 1.0 if imagenet else 0.0
   c.model.bn_momentum = 0.9  # from scratch, short schedule: forget the initial BatchNorm statistics
   d = c.data
   d.dataset, d.builder_config, d.task = "cnmc2019", "verified", "binary"
@@ -78,5 +84,5 @@ def get_config(arg: str | None = None):
   c.train.checkpoint_every_steps = 1000  # epoch ends only (an epoch is ~30 steps)
   c.eval.batch_size = 32
   fold = "all" if options.get("all_subjects") == "True" else f"fold{d.split.fold}"
-  c.name = f"cnmc_{model}_{fold}" + ("" if d.augment.hed_sigma else "_nohed")
+  c.name = f"cnmc_{model}_{fold}" + ("" if d.augment.hed_sigma else "_nohed") + ("_imagenet" if imagenet else "")
   return c

@@ -1,6 +1,6 @@
 r"""Results on the real Taleqani ALL dataset (docs/results.md): one config per model and task.
 
-`--config configs/taleqani.py:MODEL[,four_class][,pretrained][,full][,res=N][,epochs=N]`
+`--config configs/taleqani.py:MODEL[,four_class][,pretrained|imagenet][,full][,res=N][,epochs=N]`
 MODEL: mobilenet, vgg16, vgg19, xception, resnet50, inception_v3 (single-backbone baselines with
 the papers' heads), hybrid (VGG16 + InceptionV3 + Xception) or allnet (ResNet50 for Xception).
 
@@ -23,6 +23,11 @@ evaluated on the test split (95% bootstrap intervals over images: `python -m leu
   Pro-B, Pro-B positive (Kim et al.: VGG16 98.5%, VGG19 97.1%, Xception 93.8%, MobileNet 38.2%).
 * `pretrained`: ImageNet weights from the official Keras files (docs/pretrained.md), the backbones'
   native sizes (`full`) and a 10x lower learning rate, as a fine-tuning run should use.
+* `imagenet`: the scratch config (same resolution, epochs, optimiser, learning-rate schedule,
+  augmentation and BatchNorm momentum) with ImageNet weights, the backbone frozen for the first
+  epoch (BatchNorm on its ImageNet statistics) while the head learns, then fine-tuned: the A/B of
+  docs/results.md "Does ImageNet pretraining help?". Real weights exist here for
+  `efficientnet_lite0` only (docs/pretrained.md).
 * `full`: the papers' sizes and schedule (224 px, hybrid/Xception/InceptionV3 299 px; 25 epochs as
   Kim et al.). Hardware: a GPU.
 """
@@ -54,6 +59,10 @@ def get_config(arg: str | None = None):
     raise ValueError(f"Unknown model {model!r}; use one of {MODELS}.")
   four_class = options.get("four_class") == "True"
   pretrained = options.get("pretrained") == "True"
+  imagenet = options.get("imagenet") == "True"
+  if pretrained and imagenet:
+    raise ValueError("Use `pretrained` (the fine-tuning recipe) or `imagenet` (the scratch recipe with "
+                     "ImageNet weights), not both.")
   full = options.get("full") == "True" or pretrained
   task = "four_class" if four_class else "benign_vs_pro_b"
 
@@ -76,7 +85,7 @@ def get_config(arg: str | None = None):
   c.data.augment.flip = True
   c.data.augment.small_angle_deg = 20.0  # Kim et al.'s ImageDataGenerator settings
   c.data.augment.brightness = 0.2
-  c.model.pretrained.enabled = pretrained
+  c.model.pretrained.enabled = pretrained or imagenet
   c.model.bn_momentum = None if pretrained else 0.9  # Keras's 0.99 for ImageNet weights
 
   c.train.global_batch_size = 32
@@ -97,6 +106,9 @@ def get_config(arg: str | None = None):
     c.train.learning_rate = SCRATCH_LR.get(model, 1e-3)
   if pretrained:
     c.train.learning_rate /= 10
+  if imagenet:
+    c.name += "_imagenet"
+    c.train.freeze_backbone_epochs = 1.0
   if "res" in options:
     c.data.image_size = int(options["res"])
   if "epochs" in options:
