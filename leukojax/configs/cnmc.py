@@ -2,7 +2,7 @@ r"""Results on the real C-NMC 2019 cells (docs/results.md, "C-NMC 2019"): one co
 
 `--config configs/cnmc.py:MODEL[,fold=K][,all_subjects][,imagenet][,hed=S][,cells=N][,res=N][,epochs=N]`
 MODEL: hybrid (VGG16 + InceptionV3 + Xception), its parts vgg16, inception_v3, xception (the
-papers' heads), allnet (ResNet50 for Xception), or efficientnet_lite0 (the one backbone whose real
+papers' heads), allnet (ResNet50 for Xception), or efficientnet_lite0/1/2 (the backbones whose real
 ImageNet weights can be had here).
 
 Data: the 2,921 cells of 11 subjects (9 ALL, 2 healthy) of the official training fold_1 archive,
@@ -35,8 +35,10 @@ from __future__ import annotations
 from leukojax.configs import baselines, hybrid
 from leukojax.configs.base import parse_variant
 
-MODELS = ("hybrid", "vgg16", "inception_v3", "xception", "allnet", "efficientnet_lite0")
-EPOCHS = {"hybrid": 5, "allnet": 5, "vgg16": 5, "inception_v3": 5, "xception": 5, "efficientnet_lite0": 5}
+MODELS = ("hybrid", "vgg16", "inception_v3", "xception", "allnet", "efficientnet_lite0", "efficientnet_lite1",
+          "efficientnet_lite2")
+EPOCHS = {"hybrid": 5, "allnet": 5, "vgg16": 5, "inception_v3": 5, "xception": 5,
+          "efficientnet_lite0": 5, "efficientnet_lite1": 5, "efficientnet_lite2": 5}
 
 
 def get_config(arg: str | None = None):

@@ -27,7 +27,7 @@ evaluated on the test split (95% bootstrap intervals over images: `python -m leu
   augmentation and BatchNorm momentum) with ImageNet weights, the backbone frozen for the first
   epoch (BatchNorm on its ImageNet statistics) while the head learns, then fine-tuned: the A/B of
   docs/results.md "Does ImageNet pretraining help?". Real weights exist here for
-  `efficientnet_lite0` only (docs/pretrained.md).
+  `efficientnet_lite0`, `_lite1` and `_lite2` only (docs/pretrained.md).
 * `full`: the papers' sizes and schedule (224 px, hybrid/Xception/InceptionV3 299 px; 25 epochs as
   Kim et al.). Hardware: a GPU.
 """
@@ -43,10 +43,11 @@ MODELS = (*BACKBONE_NAMES, "hybrid", "allnet")
 CPU_SIZE = {"xception": 80, "inception_v3": 80, "hybrid": 80, "allnet": 80}
 # Epochs sized so each run takes well under two hours on 2 CPU cores (docs/results.md has the wall
 # times); four classes have 2.6x the training images per epoch, so they get about half the epochs.
-CPU_EPOCHS = {"mobilenet": 30, "efficientnet_lite0": 30, "vgg16": 12, "vgg19": 12, "resnet50": 12, "inception_v3": 10,
-              "xception": 10, "hybrid": 8, "allnet": 8}
-CPU_EPOCHS_FOUR_CLASS = {"mobilenet": 12, "efficientnet_lite0": 12, "vgg16": 6, "vgg19": 6, "resnet50": 6, "inception_v3": 5,
-                         "xception": 5, "hybrid": 4, "allnet": 4}
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+CPU_EPOCHS = {"mobilenet": 30, **dict.fromkeys(LITE, 30), "vgg16": 12, "vgg19": 12, "resnet50": 12,
+              "inception_v3": 10, "xception": 10, "hybrid": 8, "allnet": 8}
+CPU_EPOCHS_FOUR_CLASS = {"mobilenet": 12, **dict.fromkeys(LITE, 12), "vgg16": 6, "vgg19": 6, "resnet50": 6,
+                         "inception_v3": 5, "xception": 5, "hybrid": 4, "allnet": 4}
 # From scratch: BatchNorm networks train well at 1e-3; VGG (no BatchNorm) and the hybrid (whose
 # VGG16 branch has none) need a lower rate to stay stable.
 SCRATCH_LR = {"vgg16": 1e-4, "vgg19": 1e-4, "hybrid": 3e-4, "allnet": 3e-4}

@@ -47,6 +47,8 @@ FINAL_TAP: dict[str, str] = {
     "resnet50": "conv5_block3_out",
     "mobilenet": "conv_pw_13_relu",
     "efficientnet_lite0": "head",
+    "efficientnet_lite1": "head",
+    "efficientnet_lite2": "head",
 }
 
 # Finer taps on each backbone's main path, for small inputs where the final map has a few cells
@@ -59,6 +61,8 @@ SMALL_INPUT_LAYERS: dict[str, str] = {
     "resnet50": "pool1_pool",
     "mobilenet": "conv1_relu",
     "efficientnet_lite0": "block2",  # 56x56 at 224 px, 19x19 at 75
+    "efficientnet_lite1": "block3",  # the same stride-4 stage's last block
+    "efficientnet_lite2": "block3",
 }
 COARSE_CELLS = 4  # a map with fewer cells than this on a side can hardly localise anything
 

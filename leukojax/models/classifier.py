@@ -21,6 +21,8 @@ PAPER_HEADS: dict[str, tuple[int, ...]] = {
     "resnet50": (),
     "inception_v3": (),
     "efficientnet_lite0": (),  # not in the papers: pooled features -> logits, as MobileNet
+    "efficientnet_lite1": (),
+    "efficientnet_lite2": (),
 }
 
 

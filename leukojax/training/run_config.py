@@ -30,7 +30,7 @@ RESUMABLE_FIELDS = (  # safe to resume under, with --allow_config_change
 
 # Fields added after workdirs existed: absent from an older config.json means this value.
 ADDED_FIELDS: dict[str, Any] = {"model.pretrained.custom_weights": False,
-                                 "model.pretrained.paths.efficientnet_lite0": ""}
+                                 **{f"model.pretrained.paths.efficientnet_lite{i}": "" for i in range(3)}}
 
 
 class ConfigChangeError(ConfigError):
