@@ -14,14 +14,7 @@ PY=.venv/bin/python
 DATA=(--config.data.manual_dir="$MANUAL" --config.data.data_dir=workdirs/tfds_cnmc)
 mkdir -p "$OUT/logs"
 
-timed() {  # timed NAME COMMAND...: runs once (skipped when its report exists), logs the wall time
-  local name=$1; shift
-  if [[ -f "$OUT/$name/report.json" ]]; then echo "skip $name (done)"; return; fi
-  echo "run  $name (commit $(git rev-parse --short HEAD)): $*" | tee -a "$OUT/logs/$name.log"
-  local start=$SECONDS
-  "$@" >> "$OUT/logs/$name.log" 2>&1
-  echo "wall_s $((SECONDS - start))" | tee -a "$OUT/logs/$name.log"
-}
+source experiments/timed.sh
 
 train() {  # train CONFIG_ARG NAME
   timed "$2" "$PY" -m leukojax.main --config "configs/cnmc.py:$1" "${DATA[@]}" --workdir "$OUT/$2"

@@ -18,14 +18,7 @@ OUT=workdirs/pretraining
 PY=.venv/bin/python
 mkdir -p "$OUT/logs"
 
-timed() {  # timed NAME COMMAND...: runs once (skipped when its report exists), logs the wall time
-  local name=$1; shift
-  if [[ -f "$OUT/$name/report.json" ]]; then echo "skip $name (done)"; return; fi
-  echo "run  $name (commit $(git rev-parse --short HEAD)): $*" | tee -a "$OUT/logs/$name.log"
-  local start=$SECONDS
-  "$@" >> "$OUT/logs/$name.log" 2>&1
-  echo "wall_s $((SECONDS - start))" | tee -a "$OUT/logs/$name.log"
-}
+source experiments/timed.sh
 
 train() {  # train CONFIG_FILE CONFIG_ARG MANUAL_DIR NAME
   timed "$4" "$PY" -m leukojax.main --config "configs/$1:$2" --config.data.manual_dir="$3" \
@@ -64,3 +57,7 @@ done
 paired taleqani_binary "$OUT/taleqani_binary_scratch" "$OUT/taleqani_binary_imagenet"
 cnmc 1  # two more training seeds on C-NMC: the bootstrap covers subjects, not training randomness
 cnmc 2
+for arm in scratch imagenet; do  # trained on all 11 subjects: to score subjects nobody here has seen
+  option=$([[ $arm == imagenet ]] && echo ",imagenet" || true)
+  train cnmc.py "efficientnet_lite0,all_subjects$option" "$CNMC" "cnmc_${arm}_all"
+done
