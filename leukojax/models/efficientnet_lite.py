@@ -130,12 +130,13 @@ class EfficientNetLite(layers.Backbone):
     self.conv_stem = layers.conv2d(3, STEM_FEATURES, 3, strides=2, padding=_pad(3), use_bias=False, **kw)
     self.bn0 = layers.batch_norm(STEM_FEATURES, epsilon=BN_EPSILON, **kw)
     blocks = []
-    for kernel, stride, expand, in_features, out_features, repeats in stages(variant):
+    plan = stages(variant)
+    for kernel, stride, expand, in_features, out_features, repeats in plan:
       for r in range(repeats):
         blocks.append(MBConv(in_features if r == 0 else out_features, out_features, kernel=kernel,
                              stride=stride if r == 0 else 1, expand=expand, **kw))
     self.blocks = nnx.List(blocks)
-    self.conv_head = layers.conv2d(out_features, HEAD_FEATURES, 1, use_bias=False, **kw)
+    self.conv_head = layers.conv2d(plan[-1][4], HEAD_FEATURES, 1, use_bias=False, **kw)
     self.bn1 = layers.batch_norm(HEAD_FEATURES, epsilon=BN_EPSILON, **kw)
     self.tap_names = ("stem", *(f"block{i}" for i in range(len(blocks))), "head")
     if include_top:
