@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from leukojax import compare
 from leukojax.evaluation import bootstrap, paired
 
 
@@ -87,17 +88,15 @@ def test_four_classes_without_subjects_resample_images(tmp_path):
   assert result["metrics"]["accuracy"]["ci"][0] > 0.2  # from chance to well above it
 
 
-def test_the_command_prints_the_table_and_writes_json(tmp_path, capsys):
+def test_the_command_prints_the_table_and_writes_json(tmp_path):
   a = _write_run(tmp_path / "a", _cells(2, better=False))
   b = _write_run(tmp_path / "b", _cells(2, better=True))
   out = tmp_path / "paired.json"
-  from absl import flags
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["compare", "--paired", f"--json={out}"])
-  try:
-    compare.main(["compare", a, b])
-  finally:
-    flags.FLAGS.unparse_flags()
-  text = capsys.readouterr().out
-  assert "| sensitivity |" in text and "paired bootstrap over 8 subjects" in text
+  result = subprocess.run([sys.executable, "-m", "leukojax.compare", "--paired", a, b, f"--json={out}"],
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "| sensitivity |" in result.stdout and "paired bootstrap over 8 subjects" in result.stdout
   assert json.loads(out.read_text())["metrics"]["sensitivity"]["b_ahead"] == 1.0
+  wrong = subprocess.run([sys.executable, "-m", "leukojax.compare", "--paired", a, str(tmp_path / "none")],
+                         capture_output=True, text=True, check=False)
+  assert wrong.returncode == 1 and "predictions/test.csv is missing" in wrong.stderr
