@@ -84,7 +84,8 @@ def test_four_classes_without_subjects_resample_images(tmp_path):
   b = paired.read_arm([_write_run(tmp_path / "b", rows_b, classes)])
   assert a.class_names == classes and a.probs.shape == (200, 4)
   result = paired.paired_difference(a, b, n_resamples=200)
-  assert result["unit"] == "image" and "isbi_weighted_f1" not in result["metrics"]
+  assert result["unit"] == "image" and "isbi_weighted_f1" not in result["metrics"] and result["threshold"] is None
+  assert "stratified by class), arg-max" in paired.format_markdown(result)
   assert result["metrics"]["accuracy"]["ci"][0] > 0.2  # from chance to well above it
 
 

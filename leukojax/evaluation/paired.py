@@ -116,7 +116,7 @@ def paired_difference(a: Arm, b: Arm, *, n_resamples: int = bootstrap.DEFAULT_RE
                      "b_ahead": float(np.mean(d > 0)), "tied": float(np.mean(d == 0))}
   return {"a": list(a.workdirs), "b": list(b.workdirs), "n_images": len(a.labels), "unit": clusters.unit,
           "n_units": clusters.count, "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
-          "threshold": threshold, "metrics": metrics}
+          "threshold": threshold if a.probs.ndim == 1 else None, "metrics": metrics}
 
 
 def format_markdown(result: Mapping[str, Any], names: tuple[str, str] = ("A", "B")) -> str:
@@ -124,7 +124,8 @@ def format_markdown(result: Mapping[str, Any], names: tuple[str, str] = ("A", "B
   level = int(round(100 * result["confidence"]))
   lines = [f"{a}: {', '.join(result['a'])}", f"{b}: {', '.join(result['b'])}", "",
            f"{result['n_images']} images; paired bootstrap over {result['n_units']} {result['unit']}s "
-           f"({result['n_resamples']} resamples, stratified by class), threshold {result['threshold']} (binary)",
+           f"({result['n_resamples']} resamples, stratified by class), "
+           + ("arg-max" if result["threshold"] is None else f"threshold {result['threshold']}"),
            "", f"| metric | {a} | {b} | {b} - {a} ({level}% CI) | resamples with {b} ahead |",
            "| --- | --- | --- | --- | --- |"]
   for name, m in result["metrics"].items():
