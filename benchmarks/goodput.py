@@ -9,6 +9,7 @@
 * pipeline: the run's training iterator alone (`leukojax.data.build_pipeline`, same config).
 
   python -m benchmarks.goodput --runs hybrid_sample,mobilenet_sample --epochs 4
+  python -m benchmarks.goodput --runs lite0_cnmc,hybrid_cnmc --epochs 3 --name goodput_cnmc
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ from benchmarks import common
 
 # name -> (config file, variant, manual_dir or None): the bundled real samples, so it runs anywhere.
 TALEQANI_SAMPLE = str(common.REPO / "tfds_builders" / "taleqani_all" / "sample")
+# The real C-NMC fold_1 archive (11 subjects, 2,921 cells): epochs of 30-90 steps instead of the
+# samples' 2-4, so the fixed cost of each epoch's validation and checkpoint is weighed as in real use.
+CNMC_ARCHIVE = str(common.REPO.parent / "shared" / "data" / "cnmc2019")
 RUNS: dict[str, tuple[str, str, str | None]] = {
     "hybrid_sample": ("hybrid.py", "sample", None),  # what `make demo` trains: C-NMC cells, 75 px, batch 8
     "mobilenet_sample": ("baselines.py", "mobilenet,res=75", TALEQANI_SAMPLE),  # Taleqani, benign vs Pro-B
+    "hybrid_cnmc": ("cnmc.py", "hybrid", CNMC_ARCHIVE),  # docs/results.md's hybrid run: 100 cells/subject
+    "lite0_cnmc": ("cnmc.py", "efficientnet_lite0,cells=1000", CNMC_ARCHIVE),  # every cell of the 11 subjects
 }
 
 
@@ -106,8 +112,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   common.setup_environment("cpu")
   load_before = common.load_average()
   rows = []
+  runs = args.runs.split(",")
+  for name in runs:
+    if name not in RUNS:
+      parser.error(f"unknown run {name!r}: choose from {', '.join(RUNS)}")
+    if RUNS[name][2] and not os.path.isdir(RUNS[name][2]):
+      parser.error(f"run {name!r} reads {RUNS[name][2]}, which does not exist: unpack or link the data there "
+                   "(the C-NMC runs need the fold_1 archive of ../shared/data/cnmc2019)")
   with tempfile.TemporaryDirectory() as tmp:
-    for name in args.runs.split(","):
+    for name in runs:
       config_file, variant, manual_dir = RUNS[name]
       data_dir = os.path.join(tmp, "tfds")
       loop = loop_rate(config_file, variant, manual_dir, args.epochs, data_dir, pathlib.Path(tmp) / name)

@@ -148,13 +148,19 @@ class RowSource:
       image = np.zeros((1, 1, 3), np.uint8)
       return {"image": image, "label": np.int32(0), "rotate": False, "mask": False, "index": np.int32(-1)}
     record = self._sources[str(self._split[i])][int(self._index[i])]
-    return {
-        "image": record["image"],
-        "label": self._label[i],
-        "rotate": bool(self._rotate[i]),
-        "mask": True,
-        "index": self._position[i],
-    }
+    return {"image": record["image"], **self.fields(i)}
+
+  def fields(self, i: int) -> dict[str, Any]:
+    """Row `i`'s element without its image (which only reading the record gives)."""
+    i = int(i)
+    return {"label": self._label[i], "rotate": bool(self._rotate[i]), "mask": True, "index": self._position[i]}
+
+  def key(self, i: int) -> tuple[str, int, bool] | None:
+    """What row `i`'s image depends on: (source split, source index, rotated); None for padding."""
+    i = int(i)
+    if self._index[i] < 0:
+      return None
+    return str(self._split[i]), int(self._index[i]), bool(self._rotate[i])
 
   def __repr__(self) -> str:
     return f"RowSource(num_rows={len(self)}, splits={sorted(self._sources)})"

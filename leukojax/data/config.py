@@ -60,4 +60,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.worker_buffer_size = 2  # batches each worker prepares ahead
   c.read_threads = 2  # in-process threads decoding examples (per process, per worker)
   c.prefetch_buffer_size = 64  # examples buffered by those threads
+  # Decoded, cropped and resized images kept in memory after their first use, per process (divided
+  # between worker processes); 0 = off. On CPU the pipeline shares the step's cores: preparing a
+  # C-NMC cell is 3.3 of its 4 ms (leukojax/data/prepared.py). 75 px: 17 KB per image; 299 px: 268 KB.
+  c.cache_prepared_mb = 1024.0
   return c

@@ -23,6 +23,7 @@ from leukojax.data import geometry
 from leukojax.data import splits as splits_lib
 from leukojax.data import transforms as T
 from leukojax.data.catalog import Catalog, RowSource, scan_sources
+from leukojax.data.prepared import PreparedSource, PreparedStore
 from leukojax.data.stats import DataStats, cached_stats, channel_stats
 from leukojax.data.views import get_view
 from leukojax.data.workers import resolve_num_workers
@@ -53,6 +54,7 @@ class EvalSplit:
   num_workers: int = 0
   worker_buffer_size: int = 2
   read_options: grain.ReadOptions = dataclasses.field(default_factory=grain.ReadOptions)
+  store: PreparedStore | None = dataclasses.field(default=None, repr=False)  # shared with the training stream
 
   def __len__(self) -> int:
     return len(self.source_index)
@@ -81,7 +83,7 @@ class EvalSplit:
         self.metadata["label"][safe],
         position=padded,
     )
-    ds = grain.MapDataset.source(source).map(self.prepare).map(self.normalize)
+    ds = grain.MapDataset.source(PreparedSource(source, self.prepare, self.store)).map(self.normalize)
     ds = ds.to_iter_dataset(self.read_options).batch(b, drop_remainder=False)
     return _maybe_mp(ds, self.num_workers, self.worker_buffer_size)
 
@@ -135,7 +137,7 @@ class ProcessPieces(grain.MapDataset):
 
 def _train_stream(source: RowSource, *, seed: int, per_process: int, process_index: int, process_count: int,
                   transforms: tuple[Any, T.Augment, Any], read_options: grain.ReadOptions, num_workers: int,
-                  buffer_size: int) -> grain.IterDataset:
+                  buffer_size: int, store: PreparedStore | None) -> grain.IterDataset:
   """This process's share of one global training stream, the same for any number of processes.
 
   The rows (in a fixed permuted order) are reshuffled every epoch (grain folds the epoch into
@@ -148,7 +150,7 @@ def _train_stream(source: RowSource, *, seed: int, per_process: int, process_ind
   """
   prepare, augment, normalize = transforms
   stream_seed = int(np.random.SeedSequence([seed, 0]).generate_state(1)[0])  # single-process runs keep their order
-  ds = grain.MapDataset.source(source).seed(stream_seed).shuffle().repeat(None).map(prepare)
+  ds = grain.MapDataset.source(PreparedSource(source, prepare, store)).seed(stream_seed).shuffle().repeat(None)
   if augment.active:
     ds = ds.random_map(augment)
   ds = ProcessPieces(ds.map(normalize), piece=per_process, process_index=process_index, process_count=process_count)
@@ -159,6 +161,15 @@ def _per_process(batch_size: int, process_count: int, what: str) -> int:
   if batch_size <= 0 or batch_size % process_count:
     raise ValueError(f"The {what} ({batch_size}) must be a positive multiple of process_count ({process_count}).")
   return batch_size // process_count
+
+
+def _prepared_store(config: ml_collections.ConfigDict, num_workers: int) -> PreparedStore | None:
+  """One store for the training stream and the evaluation splits; each worker process holds its own
+  copy, so the budget is divided between them."""
+  budget_mb = float(config.get("cache_prepared_mb", 0))
+  if budget_mb <= 0:
+    return None
+  return PreparedStore(int(budget_mb * 2**20) // max(1, num_workers))
 
 
 def _maybe_mp(ds: grain.IterDataset, num_workers: int, buffer_size: int) -> grain.IterDataset:
@@ -320,6 +331,7 @@ def build_pipeline(
   logging.info("Train-split statistics: mean %s, std %s.", stats.mean, stats.std)
   normalize = dict(mean=stats.mean, std=stats.std, standardize=config.standardize, mode=config.preprocessing)
 
+  store = _prepared_store(config, num_workers)
   order = np.random.default_rng(seed).permutation(len(positions))  # a fixed start order of the stream
   rows = train_rows[positions[order]]
   train = _train_stream(RowSource(sources, catalog.split[rows], catalog.index[rows], catalog.label[rows],
@@ -327,7 +339,8 @@ def build_pipeline(
                         seed=seed, per_process=per_process, process_index=process_index, process_count=process_count,
                         transforms=(prepare, T.Augment(**config.augment.to_dict()),
                                     T.Normalize(**normalize, keys=T.TRAIN_KEYS)),
-                        read_options=read_options, num_workers=num_workers, buffer_size=config.worker_buffer_size)
+                        read_options=read_options, num_workers=num_workers, buffer_size=config.worker_buffer_size,
+                        store=store)
 
   eval_splits = {
       name: EvalSplit(
@@ -335,7 +348,7 @@ def build_pipeline(
           source_split=catalog.split[result.rows[name]], source_index=catalog.index[result.rows[name]],
           prepare=prepare, normalize=T.Normalize(**normalize, keys=T.EVAL_KEYS), batch_size=eval_batch_size,
           process_index=process_index, process_count=process_count, num_workers=num_workers,
-          worker_buffer_size=config.worker_buffer_size, read_options=read_options,
+          worker_buffer_size=config.worker_buffer_size, read_options=read_options, store=store,
       )
       for name in EVAL_SPLITS
   }

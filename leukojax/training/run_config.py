@@ -23,7 +23,8 @@ from leukojax.errors import ConfigError
 
 STORED = "config.json"
 HISTORY = "config_history.jsonl"
-FREE_FIELDS = ("data.data_dir", "data.manual_dir")  # where the data lives, not what it is
+# Where the data lives, not what it is; host memory for prepared images (the stream is the same).
+FREE_FIELDS = ("data.data_dir", "data.manual_dir", "data.cache_prepared_mb")
 RESUMABLE_FIELDS = (  # safe to resume under, with --allow_config_change
     "train.epochs", "train.log_every_steps", "train.checkpoint_every_steps", "eval.batch_size",
     "eval.tta", "eval.bootstrap_resamples", "eval.bootstrap_seed", "eval.confidence", "eval.threshold_criterion")
