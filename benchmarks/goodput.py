@@ -40,9 +40,12 @@ RUNS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-def load_config(config_file: str, variant: str, manual_dir: str | None, epochs: int, data_dir: str):
+def load_config(config_file: str, variant: str, manual_dir: str | None, epochs: int, data_dir: str,
+                cache_prepared_mb: float | None = None):
   config = common.project_config(pathlib.Path(config_file).stem, variant)
   config.train.epochs = epochs
+  if cache_prepared_mb is not None:
+    config.data.cache_prepared_mb = cache_prepared_mb
   config.data.data_dir = data_dir
   if manual_dir:
     config.data.manual_dir = manual_dir
@@ -50,9 +53,11 @@ def load_config(config_file: str, variant: str, manual_dir: str | None, epochs: 
 
 
 def loop_rate(config_file: str, variant: str, manual_dir: str | None, epochs: int, data_dir: str,
-              workdir: pathlib.Path) -> dict:
+              workdir: pathlib.Path, cache_prepared_mb: float | None = None) -> dict:
   cmd = [sys.executable, "-m", "leukojax.main", f"--config={common.REPO / 'configs' / config_file}:{variant}",
          f"--workdir={workdir}", f"--config.train.epochs={epochs}", f"--config.data.data_dir={data_dir}"]
+  if cache_prepared_mb is not None:
+    cmd.append(f"--config.data.cache_prepared_mb={cache_prepared_mb}")
   if manual_dir:
     cmd.append(f"--config.data.manual_dir={manual_dir}")
   start = time.perf_counter()
@@ -105,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--batches", type=int, default=30)
+  parser.add_argument("--cache_prepared_mb", type=float, default=None,
+                      help="data.cache_prepared_mb for every run (0: no prepared-image store); default: the config's")
   parser.add_argument("--name", default="goodput_cpu")
   args = parser.parse_args(argv)
   if args.epochs < 2:
@@ -123,8 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in runs:
       config_file, variant, manual_dir = RUNS[name]
       data_dir = os.path.join(tmp, "tfds")
-      loop = loop_rate(config_file, variant, manual_dir, args.epochs, data_dir, pathlib.Path(tmp) / name)
-      config = load_config(config_file, variant, manual_dir, args.epochs, data_dir)
+      loop = loop_rate(config_file, variant, manual_dir, args.epochs, data_dir, pathlib.Path(tmp) / name,
+                       args.cache_prepared_mb)
+      config = load_config(config_file, variant, manual_dir, args.epochs, data_dir, args.cache_prepared_mb)
       step = step_rate(config, args.repeats, args.steps)
       data = pipeline_rate(config, args.batches)
       row = {"run": name, "config": f"configs/{config_file}:{variant}", "image_size": config.data.image_size,

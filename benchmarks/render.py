@@ -110,9 +110,11 @@ def profile(r: dict[str, Any]) -> list[str]:
   lines = _header(r)
   kinds = ["conv", "depthwise conv", "matmul", "layout copy", "elementwise", "pooling", "reduction", "other"]
   rows = [[x["framework"], x["model"], x["image_size"], x["dtype"], _f(x["step_s"] * 1e3, ".0f")]
-          + [f"{x['by_kind'][k]['share'] * 100:.0f}%" if k in x["by_kind"] else "–" for k in kinds]
+          + [f"{x['by_kind'][k]['seconds'] * 1e3:.0f} ({x['by_kind'][k]['share'] * 100:.0f}%)"
+             if k in x["by_kind"] else "–" for k in kinds]
           for x in r["results"]]
-  return lines + _table(["framework", "model", "px", "dtype", "step ms"] + kinds, rows)
+  lines += ["Per kind of HLO op: ms per step summed over the executor's threads (CPU time on CPU), and its share.", ""]
+  return lines + _table(["framework", "model", "px", "dtype", "step ms (wall)"] + kinds, rows)
 
 
 def pipeline(r: dict[str, Any], results: pathlib.Path = common.RESULTS) -> list[str]:
@@ -180,6 +182,12 @@ SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {
     "pipeline_paper": (pipeline, "python -m benchmarks.pipeline --size paper"),
     "scaling_cpu": (scaling, "python -m benchmarks.scaling --size cpu"),
     "goodput_cpu": (goodput, "python -m benchmarks.goodput"),
+    "goodput_cnmc": (goodput, "python -m benchmarks.goodput --runs lite0_cnmc,hybrid_cnmc --epochs 3 "
+                              "--name goodput_cnmc"),
+    "goodput_cnmc_nostore": (goodput, "python -m benchmarks.goodput --runs lite0_cnmc,hybrid_cnmc --epochs 3 "
+                                      "--cache_prepared_mb 0 --name goodput_cnmc_nostore"),
+    "profile_cpu_keras": (profile, "python -m benchmarks.profile --models vgg16,inception_v3,resnet50 --size cpu "
+                                   "--batch 8 --keras --steps 3 --name profile_cpu_keras"),
 }
 
 
