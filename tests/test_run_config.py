@@ -118,3 +118,34 @@ def test_a_field_added_later_is_no_change_at_its_default():
   assert not run_config.differences(stored, {"model": {"pretrained": {"enabled": False, "custom_weights": False}}})
   assert run_config.differences(stored, {"model": {"pretrained": {"enabled": False, "custom_weights": True}}}) == {
       "model.pretrained.custom_weights": (False, True)}
+
+
+def test_config_json_is_never_seen_half_written_by_a_process_reading_it(tmp_path):
+  """The 2-process resume regression: process 0 rewrote config.json in place while process 1 read
+  it, and process 1 stopped on "config.json is not valid JSON". Every read during 200 rewrites
+  must parse, and no temporary file may be left behind."""
+  import threading
+
+  from leukojax.configs import hybrid
+  from leukojax.training import loop
+
+  config = hybrid.get_config("smoke")
+  loop.write_config(config, str(tmp_path))
+  stop, failures, reads = threading.Event(), [], [0]
+
+  def reader():
+    while not stop.is_set():
+      try:
+        run_config.read_stored(str(tmp_path))
+        reads[0] += 1
+      except ConfigError as error:
+        failures.append(str(error))
+
+  thread = threading.Thread(target=reader)
+  thread.start()
+  for _ in range(200):
+    loop.write_config(config, str(tmp_path))
+  stop.set()
+  thread.join()
+  assert not failures, failures[:1]
+  assert reads[0] > 0 and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from leukojax.runtime import files
+
 STATS_FILE = "data_stats.json"
 
 
@@ -72,12 +74,7 @@ def load_stats(workdir: str | os.PathLike[str]) -> DataStats:
 
 def save_stats(workdir: str | os.PathLike[str], stats: DataStats) -> pathlib.Path:
   """Writes atomically, so a process reading concurrently never sees half a file."""
-  path = stats_path(workdir)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(f".tmp{os.getpid()}")
-  tmp.write_text(json.dumps(stats.to_json(), indent=2, sort_keys=True))
-  os.replace(tmp, path)
-  return path
+  return files.write_json_atomically(stats_path(workdir), stats.to_json(), indent=2, sort_keys=True)
 
 
 def cached_stats(

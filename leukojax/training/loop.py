@@ -31,6 +31,7 @@ from leukojax.errors import LeukojaxError
 from leukojax.data import Pipeline, describe_splits
 from leukojax.data.workers import AUTO as AUTO_WORKERS, resolve_num_workers
 from leukojax.models import depthwise
+from leukojax.runtime import files
 from leukojax.training import checkpoints, inputs, optimizer, run_config, sharding, state as state_lib, steps
 from leukojax.training.metric_writer import MetricWriter
 
@@ -65,8 +66,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     record["runtime"] = {"LEUKOJAX_DEPTHWISE": depthwise.IMPLEMENTATION,
                          "depthwise_implementation": depthwise.implementation(),
                          "backend": jax.default_backend(), "jax": jax.__version__}
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(record, f, indent=2)
+    files.write_json_atomically(os.path.join(workdir, "config.json"), record, indent=2)  # others read it now
 
 
 @dataclasses.dataclass
