@@ -25,7 +25,7 @@ ALLOWED = {
     "baselines": {"evaluation", "data"},
 }
 # Top-level modules every role may import, which import nothing of leukojax themselves.
-FOUNDATION = {"errors"}  # LeukojaxError, the base of every error a user can fix
+FOUNDATION = {"errors", "files"}  # LeukojaxError, the base of every error a user can fix; atomic JSON writes
 COMMANDS = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", *FOUNDATION))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from leukojax.runtime import files
+from leukojax import files
 
 STATS_FILE = "data_stats.json"
 

@@ -31,7 +31,7 @@ from leukojax.errors import LeukojaxError
 from leukojax.data import Pipeline, describe_splits
 from leukojax.data.workers import AUTO as AUTO_WORKERS, resolve_num_workers
 from leukojax.models import depthwise
-from leukojax.runtime import files
+from leukojax import files
 from leukojax.training import checkpoints, inputs, optimizer, run_config, sharding, state as state_lib, steps
 from leukojax.training.metric_writer import MetricWriter
 
