@@ -1,9 +1,9 @@
 """Depthwise convolutions: XLA's grouped convolution against `leukojax.models.depthwise`.
 
 Two measurements, both interleaved A B C A B C in one process:
-* the whole LeukoJAX train step of each model traced once with each implementation ('xla', the
-  default 'shifted_grads', and 'shifted'): the step-time difference between 'xla' and the others is
-  the share of the step that XLA's depthwise gradients waste;
+* the whole LeukoJAX train step of each model traced once with each implementation ('xla',
+  'shifted_grads', and 'shifted', the default on CPU): the step-time difference between 'xla' and
+  the fastest is the share of the step that XLA's grouped convolutions waste;
 * each distinct depthwise layer of Xception alone (forward + both gradients), at the model's shapes.
 
   python -m benchmarks.depthwise --models xception,mobilenet,hybrid --size cpu --batch 8
@@ -52,9 +52,9 @@ def step_comparison(model: str, size: int, batch: int, dtype: str, repeats: int,
     out[impl] = {"step_s": common.summarize(samples[impl]), "compile_s": runner.compile_s,
                  "flops_per_step": runner.flops, "memory": runner.memory}
   xla = out["xla"]["step_s"]["median"]
-  out["speedup"] = xla / out["shifted_grads"]["step_s"]["median"]  # the default on CPU
+  out["speedup"] = xla / out["shifted_grads"]["step_s"]["median"]  # the gradients alone
   fastest = out["shifted"] if "shifted" in out else out["shifted_grads"]
-  out["speedup_shifted"] = xla / out["shifted"]["step_s"]["median"] if "shifted" in out else None
+  out["speedup_shifted"] = xla / out["shifted"]["step_s"]["median"] if "shifted" in out else None  # the default
   out["depthwise_share_of_xla_step"] = 1 - fastest["step_s"]["median"] / xla  # what the grouped form wastes
   del runners
   jax.clear_caches()

@@ -92,17 +92,20 @@ def depthwise(r: dict[str, Any]) -> list[str]:
            f"{_f(x.get('speedup_shifted'))}x" if x.get("speedup_shifted") else "–",
            f"{_f(x['depthwise_share_of_xla_step'] * 100, '.0f')}%",
            f"{_f(x['xla']['flops_per_step'] / 1e9, '.1f')} / "
-           f"{_f(x['shifted_grads']['flops_per_step'] / 1e9, '.1f')}"]
+           f"{_f(x['shifted_grads']['flops_per_step'] / 1e9, '.1f')}",
+           " / ".join(_f(x[impl]["memory"].get("peak", float("nan")) / MiB, ".0f")
+                      for impl in ("xla", "shifted_grads", "shifted") if impl in x)]
           for x in r["steps"]]
-  lines += _table(["model", "px", "dtype", "batch", "step ms: XLA grouped conv (before)",
-                   "step ms: shifted grads (default, after)", "speed-up", "step ms: all shifted", "speed-up",
-                   "XLA depthwise waste (share of its step)", "XLA GFLOP/step before / after"], rows)
+  lines += _table(["model", "px", "dtype", "batch", "step ms: XLA grouped conv", "step ms: shifted grads",
+                   "speed-up", "step ms: all shifted (CPU default since 2026-12-07)", "speed-up",
+                   "XLA depthwise waste (share of its step)", "XLA GFLOP/step: XLA / shifted grads",
+                   "peak MiB: XLA / shifted grads / all shifted"], rows)
   if r.get("xception_layers"):
     lines += ["Xception's depthwise layers alone (forward + input and kernel gradients), at the same size:", ""]
     rows = [[f"{x['spatial']}x{x['spatial']}x{x['channels']}", x["layers"], _f(x["xla_s"] * 1e3, ".1f"),
              _f(x["shifted_grads_s"] * 1e3, ".1f"), _f(x["shifted_s"] * 1e3, ".1f"), f"{_f(x['speedup'], '.1f')}x"]
             for x in r["xception_layers"]]
-    lines += _table(["map", "layers", "XLA ms", "shifted grads ms", "all shifted ms", "speed-up (default)"], rows)
+    lines += _table(["map", "layers", "XLA ms", "shifted grads ms", "all shifted ms", "speed-up (shifted grads)"], rows)
   return lines
 
 
@@ -174,7 +177,7 @@ SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {
     "train_step_gpu_paper": (train_step, "python -m benchmarks.run --suite gpu"),
     "depthwise_cpu_cpu": (depthwise, "python -m benchmarks.depthwise --size cpu --models xception,mobilenet"),
     "depthwise_cpu_cpu_hybrid": (depthwise, "python -m benchmarks.depthwise --size cpu --models hybrid --impls "
-                                            "xla,shifted_grads --layer_models '' --name depthwise_cpu_cpu_hybrid"),
+                                            "xla,shifted_grads,shifted --layer_models '' --name depthwise_cpu_cpu_hybrid"),
     "depthwise_gpu_paper": (depthwise, "python -m benchmarks.run --suite gpu"),
     "profile_cpu_cpu": (profile, "python -m benchmarks.profile --size cpu --keras"),
     "profile_gpu_paper": (profile, "python -m benchmarks.run --suite gpu"),

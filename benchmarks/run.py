@@ -27,7 +27,7 @@ SUITES: dict[str, list[list[str]]] = {
     "cpu": [
         ["train_step", "--size", "cpu", "--batch", "8"],
         ["depthwise", "--size", "cpu", "--batch", "8", "--models", "xception,mobilenet"],
-        ["depthwise", "--size", "cpu", "--batch", "8", "--models", "hybrid", "--impls", "xla,shifted_grads",
+        ["depthwise", "--size", "cpu", "--batch", "8", "--models", "hybrid", "--impls", "xla,shifted_grads,shifted",
          "--layer_models", "", "--name", "depthwise_cpu_cpu_hybrid"],
         ["profile", "--size", "cpu", "--batch", "8", "--models", "xception,hybrid"],
         ["pipeline", "--size", "cpu"],

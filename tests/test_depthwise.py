@@ -49,9 +49,9 @@ def test_layer_gradients_are_not_convolutions(monkeypatch):
   assert convolutions() == 2
 
 
-def test_auto_is_shifted_grads_on_cpu(monkeypatch):
+def test_auto_is_shifted_on_cpu(monkeypatch):
   monkeypatch.setattr(depthwise, "IMPLEMENTATION", "auto")
-  assert depthwise.implementation() == ("shifted_grads" if jax.default_backend() == "cpu" else "xla")
+  assert depthwise.implementation() == ("shifted" if jax.default_backend() == "cpu" else "xla")
 
 
 def test_bfloat16_accumulates_in_float32():

@@ -39,19 +39,32 @@ def make_eval_fn(graphs: ModelGraphs) -> Callable:
 
 def evaluate_split(eval_fn: Callable, variables: Any, split: Any, mesh: Mesh, global_batch_size: int,
                    class_names: tuple[str, ...]) -> SplitResult:
-  """Predicts every example of `split` once (padding masked out) and computes its metrics."""
-  probs, index, loss_sum, count = [], [], 0.0, 0.0
-  for batch in split.batches(global_batch_size):  # this process's share of each global batch
-    global_batch = sharding.global_batch(
-        {k: batch[k] for k in ("image", "label", "mask", "index")}, mesh)
-    out = eval_fn(variables, global_batch)
+  """Predicts every example of `split` once (padding masked out) and computes its metrics.
+
+  One batch behind: batch k+1 is read and dispatched before batch k's outputs are fetched, so the
+  host prepares the next batch while the devices compute (every process in the same order).
+  """
+  probs, index, sums = [], [], []
+
+  def fetch(out, global_batch) -> None:
     gathered = multihost_utils.process_allgather(
         {"probs": out["probs"], "index": global_batch["index"], "mask": global_batch["mask"]}, tiled=True)
     keep = np.asarray(gathered["mask"]).astype(bool)
     probs.append(np.asarray(gathered["probs"])[keep])
     index.append(np.asarray(gathered["index"])[keep])
-    loss_sum += float(out["loss_sum"])
-    count += float(out["count"])
+    sums.append(jax.device_get((out["loss_sum"], out["count"])))
+
+  previous = None
+  for batch in split.batches(global_batch_size):  # this process's share of each global batch
+    global_batch = sharding.global_batch(
+        {k: batch[k] for k in ("image", "label", "mask", "index")}, mesh)
+    current = (eval_fn(variables, global_batch), global_batch)
+    if previous is not None:
+      fetch(*previous)
+    previous = current
+  if previous is not None:
+    fetch(*previous)
+  loss_sum, count = sum(float(loss) for loss, _ in sums), sum(float(n) for _, n in sums)
   order = np.argsort(np.concatenate(index), kind="stable")
   all_probs = np.concatenate(probs)[order]
   metadata = {k: np.asarray(v) for k, v in split.metadata.items()}

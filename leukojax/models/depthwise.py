@@ -1,4 +1,4 @@
-"""Depthwise convolution whose gradients are shifted slices and per-channel sums, not grouped convs.
+"""Depthwise convolution as shifted slices and per-channel sums, not XLA's grouped convolution.
 
 Why: XLA lowers the gradients of a grouped convolution (`feature_group_count = C`) badly on CPU.
 The kernel gradient becomes a *dense* `C x C` convolution followed by a diagonal mask (C times the
@@ -10,15 +10,16 @@ per-channel reductions `sum(slice_ij(x) * dy)` and the input gradient nine padde
 (docs/benchmarks.md, `python -m benchmarks.depthwise`).
 
 `IMPLEMENTATION` (default from the environment variable LEUKOJAX_DEPTHWISE, read at trace time):
-* `shifted_grads`: XLA's grouped convolution forward (bit for bit as before), gradients as above;
-* `shifted`: the forward pass as shifted slices too (a further ~20% on CPU, but XLA then fuses
-  BatchNorm's reductions into it and rounds differently: one-step updates of near-zero BatchNorm
-  gradients differ by up to ~3% between batch layouts, beyond tests/test_sharding.py's 2% bound);
+* `shifted`: the forward pass as shifted slices too. On CPU XLA's grouped-convolution forward is
+  itself slow (an EfficientNet-Lite0 eval pass 6x, its train step 2.2x, MobileNet's 1.7x and
+  Xception's 1.4x slower than with slices, jax 0.10.2). XLA then fuses BatchNorm's reductions into
+  the slices and rounds differently: single near-zero BatchNorm updates differ by ~3% between
+  batch layouts, inside tests/test_sharding.py's 10% bound;
+* `shifted_grads`: XLA's grouped convolution forward (bit for bit as `xla`), gradients as above;
+  the default on CPU until 2026-12-07, so the way to rerun older CPU results bit for bit;
 * `xla`: the grouped convolution and XLA's own gradients;
-* `auto` (default): `shifted_grads` on CPU, where it is measured to win; `xla` elsewhere until a
-  GPU/TPU run of `benchmarks.depthwise` says otherwise.
-The arithmetic is the convolution's (float32 accumulation), only the summation order differs, and
-parameters keep the Keras layout: this is only the `conv_general_dilated` that `nnx.Conv` calls.
+* `auto` (default): `shifted` on CPU, where it is measured to win; `xla` elsewhere until a GPU/TPU
+  run of `benchmarks.depthwise` says otherwise.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 def implementation() -> str:
   """The implementation traces use from now on ('auto' resolved for the default backend)."""
   if IMPLEMENTATION == "auto":
-    return "shifted_grads" if jax.default_backend() == "cpu" else "xla"
+    return "shifted" if jax.default_backend() == "cpu" else "xla"
   return IMPLEMENTATION
 
 
@@ -58,6 +59,9 @@ def _windows(x: jax.Array, kh: int, kw: int, strides: Sequence[int], padding: Pa
                                                   j + (out_w - 1) * sw + 1, x.shape[3]), (1, sh, sw, 1))
 
 
+# Jitted so that an eager call (a model run outside `jax.jit`, as tests and notebooks do) compiles
+# one program per layer shape, not one per slice, product and sum; inside a jit it is inlined.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def shifted_depthwise(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Pads,
                       out_dtype: Any) -> jax.Array:
   """NHWC `x` [B,H,W,C], kernel [kh,kw,1,C] -> [B,H',W',C]: nine strided slices times weights."""
