@@ -178,6 +178,9 @@ SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {
     "depthwise_cpu_cpu": (depthwise, "python -m benchmarks.depthwise --size cpu --models xception,mobilenet"),
     "depthwise_cpu_cpu_hybrid": (depthwise, "python -m benchmarks.depthwise --size cpu --models hybrid --impls "
                                             "xla,shifted_grads,shifted --layer_models '' --name depthwise_cpu_cpu_hybrid"),
+    "depthwise_cpu_paper_xception": (depthwise, "python -m benchmarks.depthwise --size paper --batch 4 --models "
+                                                "xception --layer_models '' --repeats 1 --steps 1 "
+                                                "--name depthwise_cpu_paper_xception"),
     "depthwise_gpu_paper": (depthwise, "python -m benchmarks.run --suite gpu"),
     "profile_cpu_cpu": (profile, "python -m benchmarks.profile --size cpu --keras"),
     "profile_gpu_paper": (profile, "python -m benchmarks.run --suite gpu"),

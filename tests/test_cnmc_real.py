@@ -4,7 +4,6 @@ BMPs of fold_1, 8 subjects) and the real preliminary-test label file it ships.""
 import collections
 import hashlib
 import os
-import pathlib
 import shutil
 import stat
 import tarfile

@@ -10,11 +10,11 @@ per-channel reductions `sum(slice_ij(x) * dy)` and the input gradient nine padde
 (docs/benchmarks.md, `python -m benchmarks.depthwise`).
 
 `IMPLEMENTATION` (default from the environment variable LEUKOJAX_DEPTHWISE, read at trace time):
-* `shifted`: the forward pass as shifted slices too. On CPU XLA's grouped-convolution forward is
-  itself slow (an EfficientNet-Lite0 eval pass 6x, its train step 2.2x, MobileNet's 1.7x and
-  Xception's 1.4x slower than with slices, jax 0.10.2). XLA then fuses BatchNorm's reductions into
-  the slices and rounds differently: single near-zero BatchNorm updates differ by ~3% between
-  batch layouts, inside tests/test_sharding.py's 10% bound;
+* `shifted`: the forward pass as shifted slices too, with the same explicit gradients. On CPU
+  XLA's grouped-convolution forward is itself slow (Xception's and MobileNet's train steps 1.3x
+  slower than with slices, docs/benchmarks.md; jax 0.10.2). XLA then fuses BatchNorm's reductions
+  into the slices and rounds differently: single near-zero BatchNorm updates differ by ~3%
+  between batch layouts, inside tests/test_sharding.py's 10% bound;
 * `shifted_grads`: XLA's grouped convolution forward (bit for bit as `xla`), gradients as above;
   the default on CPU until 2026-12-07, so the way to rerun older CPU results bit for bit;
 * `xla`: the grouped convolution and XLA's own gradients;
@@ -104,6 +104,21 @@ def _backward(strides, padding, residuals, dy):
 grouped_with_shifted_grads.defvjp(_forward, _backward)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def shifted_with_shifted_grads(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                               padding: Pads) -> jax.Array:
+  """The shifted-slices forward with the same explicit gradients: autodiff of the slices would keep
+  all kh * kw windows of `x` for the kernel gradient (9x the layer's input at 3x3), this keeps `x`."""
+  return shifted_depthwise(x, kernel, strides, padding, x.dtype)
+
+
+def _forward_shifted(x, kernel, strides, padding):
+  return shifted_depthwise(x, kernel, strides, padding, x.dtype), (x, kernel)
+
+
+shifted_with_shifted_grads.defvjp(_forward_shifted, _backward)
+
+
 def _pairs(padding: str | Sequence[tuple[int, int]], in_shape: Sequence[int], window: Sequence[int],
            strides: Sequence[int]) -> Pads:
   if isinstance(padding, str):
@@ -139,5 +154,5 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   pads = _pairs(padding, lhs.shape[1:3], rhs.shape[:2], window_strides)
   strides = tuple(int(s) for s in window_strides)
   if impl == "shifted":
-    return shifted_depthwise(lhs, rhs, strides, pads, lhs.dtype)
+    return shifted_with_shifted_grads(lhs, rhs, strides, pads)
   return grouped_with_shifted_grads(lhs, rhs, strides, pads)
