@@ -20,6 +20,8 @@ per-channel reductions `sum(slice_ij(x) * dy)` and the input gradient nine padde
 * `xla`: the grouped convolution and XLA's own gradients;
 * `auto` (default): `shifted` on CPU, where it is measured to win; `xla` elsewhere until a GPU/TPU
   run of `benchmarks.depthwise` says otherwise.
+The arithmetic is the convolution's (float32 accumulation), only the summation order differs, and
+parameters keep the Keras layout: this is only the `conv_general_dilated` that `nnx.Conv` calls.
 """
 
 from __future__ import annotations
@@ -107,8 +109,9 @@ grouped_with_shifted_grads.defvjp(_forward, _backward)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def shifted_with_shifted_grads(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
                                padding: Pads) -> jax.Array:
-  """The shifted-slices forward with the same explicit gradients: autodiff of the slices would keep
-  all kh * kw windows of `x` for the kernel gradient (9x the layer's input at 3x3), this keeps `x`."""
+  """The shifted-slices forward with `shifted_grads`' explicit gradients (one backward for both
+  forms), keeping only `x` and the kernel as residuals; autodiff of the slices gave the same peak
+  memory and speed (docs/benchmarks.md), this is the smaller program."""
   return shifted_depthwise(x, kernel, strides, padding, x.dtype)
 
 
