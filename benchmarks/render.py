@@ -165,9 +165,13 @@ def goodput(r: dict[str, Any]) -> list[str]:
            f"**{_f(x['goodput'] * 100, '.0f')}%**", _f(x["pipeline"]["images_per_s"], ".0f"),
            x["pipeline"]["workers"], _f(x["pipeline_vs_step"], ".1f") + "x", _f(x["loop"]["first_epoch_s"], ".0f")]
           for x in r["rows"]]
-  return lines + _table(["config", "model", "px", "batch", "train images", "steps/epoch", "loop img/s",
-                         "bare step img/s", "goodput", "pipeline img/s", "grain workers", "pipeline / step",
-                         "epoch 1 s (compile)"], rows)
+  header = ["config", "model", "px", "batch", "train images", "steps/epoch", "loop img/s", "bare step img/s",
+            "goodput", "pipeline img/s", "grain workers", "pipeline / step", "epoch 1 s (compile)"]
+  if all("validation_s" in x["loop"] for x in r["rows"]):  # the loop's phases, recorded since 2026-12-07
+    header += ["epoch s", "validation s", "checkpoint s"]
+    for row, x in zip(rows, r["rows"]):
+      row += [_f(x["loop"][k], ".2f") for k in ("epoch_s", "validation_s", "checkpoint_s")]
+  return lines + _table(header, rows)
 
 
 SECTIONS: dict[str, tuple[Callable[[dict[str, Any]], list[str]], str]] = {

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax._src import core as jax_core  # trace_state_clean: no public equivalent
 
 from leukojax.models.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 from leukojax.models.inception_v3 import InceptionV3
@@ -79,7 +81,34 @@ def create_backbone(
   kwargs: dict[str, Any] = dict(include_top=include_top, num_classes=num_classes, dtype=dtype)
   if name in ("vgg16", "vgg19"):
     kwargs["input_size"] = input_size or DEFAULT_INPUT_SIZE[name]
-  cls = BACKBONES[name]
-  # Initialising under jit compiles one program rather than one per parameter shape (about half a
-  # second each on CPU), and the persistent compilation cache makes repeats near-instant.
-  return nnx.jit(lambda r: cls(**kwargs, rngs=r))(rngs)
+  return _initialise(BACKBONES[name], kwargs, rngs)
+
+
+# XLA's optimisation of the program that draws a backbone's random initialisation (one threefry
+# hash per parameter) was most of its cost, and the program runs once: unoptimised, the hybrid's
+# three backbones take 20 s instead of 30 on 2 CPU cores, with bit-identical values (measured
+# 2026-12-07: every one of their 636 arrays; docs/testing.md).
+_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _initialise(cls: type[Backbone], kwargs: dict[str, Any], rngs: nnx.Rngs) -> Backbone:
+  """`cls(**kwargs, rngs=rngs)` as one compiled program, advancing `rngs` as an eager call would.
+
+  Under jit: one program rather than one per parameter shape (about half a second each on CPU),
+  and the persistent compilation cache makes repeats near-instant.
+  """
+  rng_graph, rng_state = nnx.split(rngs)
+  traced: dict[str, Any] = {}
+
+  def init(rng_state):
+    inner = nnx.merge(rng_graph, rng_state)
+    traced["graph"], model_state = nnx.split(cls(**kwargs, rngs=inner))  # the graph is static: kept from the trace
+    return model_state, nnx.state(inner)
+
+  # Under an outer trace (`nnx.eval_shape` of a restore target, a jitted caller) this jit is nested,
+  # and only a top-level one may carry compiler options.
+  top_level = jax_core.trace_state_clean()
+  options = _INIT_COMPILER_OPTIONS if top_level and jax.default_backend() == "cpu" else None
+  model_state, rng_state = jax.jit(init, compiler_options=options)(rng_state)
+  nnx.update(rngs, rng_state)
+  return nnx.merge(traced["graph"], model_state)

@@ -221,14 +221,20 @@ def train(run: Setup, validate: Validate) -> Outcome:
       preempt = _preempted(preemption, done, config)
       if epoch_end:
         epoch = -(-done // schedule.steps_per_epoch)
+        started = time.perf_counter()
         val = dict(validate(state))
+        val_s = time.perf_counter() - started
         val_scalars = {f"val/{k}": v for k, v in val.items()}
         writer.write_scalars(done, val_scalars)
-        writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars,
-                               "time/wall_s": rate.wall_s()})
+        started = time.perf_counter()
         _check_state_before_save(state, done, last_good_step, workdir, ckpt)
         ckpt.save(done, state, data_iterator, _meta(done, epoch, pipeline),
                   metrics={config.train.best_metric: val[config.train.best_metric]})
+        # Where an epoch's wall time went besides training (benchmarks.goodput): the save's
+        # blocking part only, the write itself runs in the background.
+        writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars,
+                               "time/wall_s": rate.wall_s(), "time/validation_s": val_s,
+                               "time/checkpoint_s": time.perf_counter() - started})
         last_good_step = done
       elif done % config.train.checkpoint_every_steps == 0 or preempt:
         _raise_if_non_finite(jax.device_get(pending), last_good_step, workdir, ckpt)
