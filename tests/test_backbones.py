@@ -329,3 +329,23 @@ def test_registry_shapes_and_taps(name: str):
 def test_unknown_backbone():
   with pytest.raises(ValueError, match="Unknown backbone"):
     backbones.create_backbone("resnet18", rngs=nnx.Rngs(0))
+
+
+def test_unoptimised_initialisation_draws_what_the_optimised_program_draws():
+  """`create_backbone` compiles its one-off initialisation without XLA's optimisations (CPU): the
+  values, and the state the Rngs is left in, must be those of the default compilation, or every
+  earlier result would stop rerunning bit for bit."""
+  kwargs = dict(include_top=True, num_classes=3, dtype=jnp.float32)
+  rngs = nnx.Rngs(7)
+  fast = backbones.create_backbone("mobilenet", **kwargs, rngs=rngs)
+  reference_rngs = nnx.Rngs(7)
+  reference = nnx.jit(lambda r: backbones.BACKBONES["mobilenet"](**kwargs, rngs=r))(reference_rngs)
+  def raw(x):  # typed PRNG keys (dropout's) compare by their bits
+    return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+  got, expected = jax.tree.map(raw, nnx.state(fast)), jax.tree.map(raw, nnx.state(reference))
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  differ = [jax.tree_util.keystr(path) for (path, a), b in
+            zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(expected)) if not np.array_equal(a, b)]
+  assert not differ, differ[:5]
+  assert np.array_equal(jax.random.key_data(rngs.params()), jax.random.key_data(reference_rngs.params()))
