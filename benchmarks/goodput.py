@@ -71,11 +71,11 @@ def loop_rate(config_file: str, variant: str, manual_dir: str | None, epochs: in
   images = (last["step"] - first["step"]) * config["train"]["global_batch_size"]
   seconds = last["time/wall_s"] - first["time/wall_s"]
   timed = history[1:]
-  # Per timed epoch, what the loop spent besides training (older runs' histories lack the fields).
-  phases = {name: statistics.mean(h[f"time/{name}_s"] for h in timed)
-            for name in ("validation", "checkpoint") if timed and all(f"time/{name}_s" in h for h in timed)}
+  # Per timed epoch, the validation pass's share (older runs' histories lack the field).
+  validation = ({"validation_s": statistics.mean(h["time/validation_s"] for h in timed)}
+                if timed and all("time/validation_s" in h for h in timed) else {})
   return {"images_per_s": images / seconds, "epochs_timed": len(timed), "images": images,
-          "epoch_s": seconds / max(len(timed), 1), **{f"{name}_s": value for name, value in phases.items()},
+          "epoch_s": seconds / max(len(timed), 1), **validation,
           "seconds": seconds, "first_epoch_s": first["time/wall_s"], "process_s": total_s,
           "steps_per_epoch": history[1]["step"] - first["step"] if len(history) > 1 else first["step"]}
 

@@ -167,10 +167,10 @@ def goodput(r: dict[str, Any]) -> list[str]:
           for x in r["rows"]]
   header = ["config", "model", "px", "batch", "train images", "steps/epoch", "loop img/s", "bare step img/s",
             "goodput", "pipeline img/s", "grain workers", "pipeline / step", "epoch 1 s (compile)"]
-  if all("validation_s" in x["loop"] for x in r["rows"]):  # the loop's phases, recorded since 2026-12-07
-    header += ["epoch s", "validation s", "checkpoint s"]
+  if all("validation_s" in x["loop"] for x in r["rows"]):  # recorded by the loop since 2026-12-07
+    header += ["epoch s", "validation s"]
     for row, x in zip(rows, r["rows"]):
-      row += [_f(x["loop"][k], ".2f") for k in ("epoch_s", "validation_s", "checkpoint_s")]
+      row += [_f(x["loop"][k], ".2f") for k in ("epoch_s", "validation_s")]
   return lines + _table(header, rows)
 
 

@@ -67,7 +67,7 @@ def test_smoke_trains_end_to_end_and_loss_decreases(smoke_run):
   assert all(h["train/lr_head"] > 0 and "train/lr_backbone" in h for h in history)  # the rates are logged
   walls = [h["time/wall_s"] for h in history]  # the loop's own clock, for benchmarks.goodput
   assert walls == sorted(walls) and walls[0] > 0 and all(h["train/images_per_s"] > 0 for h in history[1:])
-  assert all(0 < h["time/validation_s"] + h["time/checkpoint_s"] < walls[0] for h in history)  # its phases
+  assert all(0 < h["time/validation_s"] < walls[0] for h in history)  # the validation pass's share
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
 
 

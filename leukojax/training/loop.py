@@ -226,15 +226,15 @@ def train(run: Setup, validate: Validate) -> Outcome:
         val_s = time.perf_counter() - started
         val_scalars = {f"val/{k}": v for k, v in val.items()}
         writer.write_scalars(done, val_scalars)
+        # Before the save, so a run killed after it resumes with this epoch's record on disk.
+        writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars,
+                               "time/wall_s": rate.wall_s(), "time/validation_s": val_s})
         started = time.perf_counter()
         _check_state_before_save(state, done, last_good_step, workdir, ckpt)
         ckpt.save(done, state, data_iterator, _meta(done, epoch, pipeline),
                   metrics={config.train.best_metric: val[config.train.best_metric]})
-        # Where an epoch's wall time went besides training (benchmarks.goodput): the save's
-        # blocking part only, the write itself runs in the background.
-        writer.append_history({"epoch": epoch, "step": done, **train_scalars, **val_scalars,
-                               "time/wall_s": rate.wall_s(), "time/validation_s": val_s,
-                               "time/checkpoint_s": time.perf_counter() - started})
+        # The save's blocking part (the write runs in the background), for TensorBoard and the log.
+        writer.write_scalars(done, {"time/checkpoint_s": time.perf_counter() - started})
         last_good_step = done
       elif done % config.train.checkpoint_every_steps == 0 or preempt:
         _raise_if_non_finite(jax.device_get(pending), last_good_step, workdir, ckpt)
