@@ -326,6 +326,31 @@ def test_registry_shapes_and_taps(name: str):
   assert logits.shape == (1, 7)
 
 
+@pytest.mark.parametrize("name", backbones.NARROWABLE)
+def test_narrowed_backbone_keeps_its_wiring_at_an_eighth_of_the_widths(name: str):
+  """The hybrid smoke config's backbones: every tap at full spatial size, its channels / 8."""
+  size = backbones.MIN_INPUT_SIZE[name] + 32
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  full, narrow = abstract_backbone(name), abstract_backbone(name, width_divisor=8)
+  (out, taps), (narrow_out, narrow_taps) = (nnx.eval_shape(lambda m, x: m(x, taps=m.tap_names), m, x)
+                                            for m in (full, narrow))
+  assert narrow.num_features * 8 == full.num_features == out.shape[-1]
+  assert narrow_out.shape == (*out.shape[:-1], out.shape[-1] // 8)
+  for tap in full.tap_names:
+    assert narrow_taps[tap].shape == (*taps[tap].shape[:-1], taps[tap].shape[-1] // 8), tap
+  params = lambda m: sum(p.size for p in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert params(narrow) < params(full) / 40  # most weights are C_in x C_out: ~64x fewer
+  with pytest.raises(ValueError, match="does not divide"):
+    abstract_backbone(name, width_divisor=3)
+  with pytest.raises(ValueError, match="classification top needs full width"):
+    abstract_backbone(name, include_top=True, width_divisor=2)
+
+
+def test_only_the_narrowable_backbones_take_a_width_divisor():
+  with pytest.raises(ValueError, match="has no width divisor"):
+    abstract_backbone("mobilenet", width_divisor=2)
+
+
 def test_unknown_backbone():
   with pytest.raises(ValueError, match="Unknown backbone"):
     backbones.create_backbone("resnet18", rngs=nnx.Rngs(0))

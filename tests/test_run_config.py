@@ -52,12 +52,28 @@ def test_config_check_names_the_bad_field_before_any_work():
                                  ("train.best_metric", "acuracy", "train.best_metric='acuracy'"),
                                  ("train.optimizer", "adamm", "adamm"),
                                  ("data.task", "eight_class", "Unknown task 'eight_class'"),
-                                 ("data.image_size", 16, "below 32")]:
+                                 ("data.image_size", 16, "below 32"),
+                                 ("model.backbone_width_divisor", 2, "baselines have no divisor")]:
     config = baselines.get_config("mobilenet,cnmc,smoke")
     section, name = field.split(".")
     config[section][name] = value
     with pytest.raises(ConfigError, match=expected):
       config_check.check_config(config)
+
+
+def test_narrowed_backbones_are_for_the_hybrid_from_scratch_only():
+  from leukojax.configs import hybrid
+
+  smoke = hybrid.get_config("smoke")
+  assert smoke.model.backbone_width_divisor == 8
+  config_check.check_config(smoke)
+  smoke.model.pretrained.enabled = True  # no weight file fits a narrowed backbone
+  with pytest.raises(ConfigError, match="backbone_width_divisor=8 narrows the hybrid's backbones from scratch"):
+    config_check.check_config(smoke)
+  smoke = hybrid.get_config("smoke")
+  smoke.model.backbone_width_divisor = 3
+  with pytest.raises(ConfigError, match="does not divide"):
+    config_check.check_config(smoke)
 
 
 def test_a_folder_without_images_is_an_error_naming_it(tmp_path):

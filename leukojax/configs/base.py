@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.post_pool_width = 512  # hybrid: the 1x1 conv after the 3x3/2 max pool
   c.model.dense_widths = (512, 256)  # hybrid: the two fully connected layers
   c.model.head_widths = (512, 512)  # baselines: dense layers after global average pooling
+  # hybrid: 2, 4 or 8 narrows its three backbones by that factor (small test models; from scratch only)
+  c.model.backbone_width_divisor = 1
   c.model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16' (parameters stay float32)
   # BatchNorm moving-average momentum; None keeps Keras's 0.99 (right for ImageNet fine-tuning).
   # From scratch on short schedules use 0.9 (leukojax/models/factory.py says why).

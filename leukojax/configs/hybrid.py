@@ -18,7 +18,8 @@ Variants (`--config configs/hybrid.py:VARIANT[,res=N]`):
   Expected: a working end-to-end run; ~37 training cells of 4 subjects give no meaningful accuracy
   (docs/results.md has the real experiment on 11 subjects: configs/cnmc.py).
     python -m leukojax.main --config configs/hybrid.py:sample --workdir workdirs/demo
-* `smoke`: tiny, for tests: the same data as `sample`, narrow hybrid head, 2 epochs of batch 4.
+* `smoke`: tiny, for tests: the same data as `sample`, narrow hybrid head and backbones at 1/8 of
+  their widths (`model.backbone_width_divisor`), 2 epochs of batch 4.
 """
 
 from __future__ import annotations
@@ -81,8 +82,11 @@ def get_config(arg: str | None = None):
     else:
       c.train.epochs = 2
       c.train.global_batch_size = 4
-      c.train.checkpoint_every_steps = 1000  # epoch ends only: each save is 0.7 GB of state
+      c.train.checkpoint_every_steps = 1000  # epoch ends only
       c.eval.batch_size = 8
+      # The same three backbones and wiring at 1/8 of their widths (1.0 M parameters, not 57.6 M):
+      # what costs a test minutes is compiling and running full-width convolutions, not the wiring.
+      c.model.backbone_width_divisor = 8
   elif variant:
     raise ValueError(f"Unknown hybrid variant {variant!r}: use paper, official, allnet, sample or smoke.")
 

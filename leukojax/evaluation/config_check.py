@@ -41,6 +41,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.data.image_size < smallest:
     raise ConfigError(f"data.image_size={config.data.image_size} is below {smallest}, the smallest input "
                       f"{'/'.join(names)} accept{'s' if len(names) == 1 else ''}.")
+  divisor = model.get("backbone_width_divisor", 1)
+  if divisor != 1 and (model.name != "hybrid" or model.pretrained.enabled):
+    raise ConfigError(f"model.backbone_width_divisor={divisor} narrows the hybrid's backbones from scratch only: "
+                      "no ImageNet weight file fits a narrowed backbone, and the baselines have no divisor "
+                      "(set it to 1).")
   metrics = validation_metrics(view.num_classes)
   if config.train.best_metric not in metrics:
     raise ConfigError(f"train.best_metric={config.train.best_metric!r}: expected one of {sorted(metrics)}.")

@@ -59,6 +59,8 @@ DEFAULT_INPUT_SIZE: dict[str, int] = {
   "efficientnet_lite1": 240,
   "efficientnet_lite2": 260,
 }
+# The backbones that take a `width_divisor`: those of the hybrid (and VGG19), for small test models.
+NARROWABLE = ("vgg16", "vgg19", "inception_v3", "xception")
 MIN_INPUT_SIZE: dict[str, int] = {name: cls.min_input_size for name, cls in BACKBONES.items()}
 
 
@@ -69,18 +71,24 @@ def create_backbone(
   num_classes: int = 1000,
   dtype: Any = jnp.float32,
   input_size: int | None = None,
+  width_divisor: int = 1,
   rngs: nnx.Rngs,
 ) -> Backbone:
   """Builds a backbone by name, with float32 parameters and `dtype` compute.
 
   `input_size` is only used by VGG with its top, whose `fc1` flattens the last map (default: the
   224 of the ImageNet weights); every other top pools globally and takes any size.
+  `width_divisor` > 1 narrows the hybrid's backbones (`NARROWABLE`) for tests.
   """
   if name not in BACKBONES:
     raise ValueError(f"Unknown backbone {name!r}; expected one of {sorted(BACKBONES)}.")
   kwargs: dict[str, Any] = dict(include_top=include_top, num_classes=num_classes, dtype=dtype)
   if name in ("vgg16", "vgg19"):
     kwargs["input_size"] = input_size or DEFAULT_INPUT_SIZE[name]
+  if width_divisor != 1:
+    if name not in NARROWABLE:
+      raise ValueError(f"Backbone {name!r} has no width divisor; only {', '.join(NARROWABLE)} do.")
+    kwargs["width_divisor"] = width_divisor
   return _initialise(BACKBONES[name], kwargs, rngs)
 
 

@@ -44,7 +44,7 @@ def _create(model_config: ml_collections.ConfigDict, *, image_size: int, num_out
         backbone_names=tuple(model_config.backbones),
         tap_width=model_config.tap_width, fuse_widths=tuple(model_config.fuse_widths),
         post_pool_width=model_config.post_pool_width, dense_widths=tuple(model_config.dense_widths),
-        dtype=dtype, rngs=rngs)
+        backbone_width_divisor=model_config.get("backbone_width_divisor", 1), dtype=dtype, rngs=rngs)
   head = model_config.get("head_widths", None)
   return BackboneClassifier(backbone=model_config.name, num_outputs=num_outputs,
                             head_widths=None if head is None else tuple(head),

@@ -95,16 +95,19 @@ class HybridCNN(nnx.Module):
       fuse_widths: tuple[int, int] = (256, 256),
       post_pool_width: int = 512,
       dense_widths: Sequence[int] = (512, 256),
+      backbone_width_divisor: int = 1,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
   ):
+    """`backbone_width_divisor` > 1 narrows the three backbones: the same wiring, for tests."""
     for name in backbone_names:
       if name not in HYBRID_TAPS:
         raise ValueError(f"Hybrid backbone {name!r} has no tap table; known: {sorted(HYBRID_TAPS)}.")
     self.backbone_names = tuple(backbone_names)
     self.dtype = dtype
     self.backbones = nnx.Dict({
-        name: backbones_lib.create_backbone(name, include_top=False, dtype=dtype, rngs=rngs)
+        name: backbones_lib.create_backbone(name, include_top=False, dtype=dtype,
+                                            width_divisor=backbone_width_divisor, rngs=rngs)
         for name in self.backbone_names
     })
     # Shapes at the configured size, found by tracing the backbones abstractly (no FLOPs spent).

@@ -9,6 +9,7 @@ order; each block below therefore carries the explicit Keras order of its units.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -19,15 +20,19 @@ from flax import nnx
 from leukojax.models import layers
 
 
-def _units(block: nnx.Module, in_features: int, specs, dtype: Any, rngs: nnx.Rngs) -> None:
-  """Adds `conv2d_bn` units given as `(name, in, out, kernel, strides, padding)`.
+def _units(block: nnx.Module, in_features: int, specs, dtype: Any, rngs: nnx.Rngs, divisor: int = 1,
+           *, narrow_input: bool = True) -> None:
+  """Adds `conv2d_bn` units given as `(name, in, out, kernel, strides, padding)`, in Keras's widths.
 
-  `in` None means the block's input features.
+  `in` None means the block's input features. Every width is divided by `divisor` (a narrowed
+  backbone for tests), the block's input too unless it is the image (`narrow_input=False`).
   """
+  w = functools.partial(layers.narrowed, divisor=divisor)
+  block_input = w(in_features) if narrow_input else in_features
   for name, cin, cout, kernel, strides, padding in specs:
-    cin = in_features if cin is None else cin
+    cin = block_input if cin is None else w(cin)
     unit = layers.ConvBN(
-      cin, cout, kernel, strides=strides, padding=padding, bn_scale=False, dtype=dtype, rngs=rngs
+      cin, w(cout), kernel, strides=strides, padding=padding, bn_scale=False, dtype=dtype, rngs=rngs
     )
     setattr(block, name, unit)
 
@@ -45,7 +50,7 @@ class InceptionA(nnx.Module):
            "branch3x3dbl_3", "branch_pool")  # fmt: skip
   keras_order = _order(units, "c3 b3 c1 c4 b1 b4 c0 c2 c5 c6 b0 b2 b5 b6")
 
-  def __init__(self, in_features: int, pool_features: int, *, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, pool_features: int, *, divisor: int, dtype: Any, rngs: nnx.Rngs):
     _units(self, in_features, (
       ("branch1x1", None, 64, 1, 1, "SAME"),
       ("branch5x5_1", None, 48, 1, 1, "SAME"),
@@ -54,7 +59,7 @@ class InceptionA(nnx.Module):
       ("branch3x3dbl_2", 64, 96, 3, 1, "SAME"),
       ("branch3x3dbl_3", 96, 96, 3, 1, "SAME"),
       ("branch_pool", None, pool_features, 1, 1, "SAME"),
-    ), dtype, rngs)  # fmt: skip
+    ), dtype, rngs, divisor)  # fmt: skip
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b1 = self.branch1x1(x)
@@ -70,13 +75,13 @@ class InceptionB(nnx.Module):
   units = ("branch3x3", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3")
   keras_order = _order(units, "c1 b1 c2 b2 c0 c3 b0 b3")
 
-  def __init__(self, in_features: int, *, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, *, divisor: int, dtype: Any, rngs: nnx.Rngs):
     _units(self, in_features, (
       ("branch3x3", None, 384, 3, 2, "VALID"),
       ("branch3x3dbl_1", None, 64, 1, 1, "SAME"),
       ("branch3x3dbl_2", 64, 96, 3, 1, "SAME"),
       ("branch3x3dbl_3", 96, 96, 3, 2, "VALID"),
-    ), dtype, rngs)  # fmt: skip
+    ), dtype, rngs, divisor)  # fmt: skip
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b3 = self.branch3x3(x)
@@ -92,7 +97,7 @@ class InceptionC(nnx.Module):
            "branch_pool")  # fmt: skip
   keras_order = _order(units, "c4 b4 c5 b5 c1 c6 b1 b6 c2 c7 b2 b7 c0 c3 c8 c9 b0 b3 b8 b9")
 
-  def __init__(self, in_features: int, c7: int, *, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, c7: int, *, divisor: int, dtype: Any, rngs: nnx.Rngs):
     _units(self, in_features, (
       ("branch1x1", None, 192, 1, 1, "SAME"),
       ("branch7x7_1", None, c7, 1, 1, "SAME"),
@@ -104,7 +109,7 @@ class InceptionC(nnx.Module):
       ("branch7x7dbl_4", c7, c7, (7, 1), 1, "SAME"),
       ("branch7x7dbl_5", c7, 192, (1, 7), 1, "SAME"),
       ("branch_pool", None, 192, 1, 1, "SAME"),
-    ), dtype, rngs)  # fmt: skip
+    ), dtype, rngs, divisor)  # fmt: skip
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b1 = self.branch1x1(x)
@@ -123,7 +128,7 @@ class InceptionD(nnx.Module):
            "branch7x7x3_4")  # fmt: skip
   keras_order = _order(units, "c2 b2 c3 b3 c0 c4 b0 b4 c1 c5 b1 b5")
 
-  def __init__(self, in_features: int, *, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, *, divisor: int, dtype: Any, rngs: nnx.Rngs):
     _units(self, in_features, (
       ("branch3x3_1", None, 192, 1, 1, "SAME"),
       ("branch3x3_2", 192, 320, 3, 2, "VALID"),
@@ -131,7 +136,7 @@ class InceptionD(nnx.Module):
       ("branch7x7x3_2", 192, 192, (1, 7), 1, "SAME"),
       ("branch7x7x3_3", 192, 192, (7, 1), 1, "SAME"),
       ("branch7x7x3_4", 192, 192, 3, 2, "VALID"),
-    ), dtype, rngs)  # fmt: skip
+    ), dtype, rngs, divisor)  # fmt: skip
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b3 = self.branch3x3_2(self.branch3x3_1(x))
@@ -148,7 +153,7 @@ class InceptionE(nnx.Module):
            "branch3x3dbl_2", "branch3x3dbl_3a", "branch3x3dbl_3b", "branch_pool")  # fmt: skip
   keras_order = _order(units, "c4 b4 c1 c5 b1 b5 c2 c3 c6 c7 c0 b2 b3 b6 b7 c8 b0 b8")
 
-  def __init__(self, in_features: int, *, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, *, divisor: int, dtype: Any, rngs: nnx.Rngs):
     _units(self, in_features, (
       ("branch1x1", None, 320, 1, 1, "SAME"),
       ("branch3x3_1", None, 384, 1, 1, "SAME"),
@@ -159,7 +164,7 @@ class InceptionE(nnx.Module):
       ("branch3x3dbl_3a", 384, 384, (1, 3), 1, "SAME"),
       ("branch3x3dbl_3b", 384, 384, (3, 1), 1, "SAME"),
       ("branch_pool", None, 192, 1, 1, "SAME"),
-    ), dtype, rngs)  # fmt: skip
+    ), dtype, rngs, divisor)  # fmt: skip
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b1 = self.branch1x1(x)
@@ -192,19 +197,24 @@ class InceptionV3(layers.Backbone):
     include_top: bool = False,
     num_classes: int = 1000,
     dtype: Any = jnp.float32,
+    width_divisor: int = 1,
     rngs: nnx.Rngs,
   ):
+    """`width_divisor` > 1 narrows every convolution (tests only: no weight file fits it)."""
+    if include_top and width_divisor != 1:
+      raise ValueError(f"{self.name}: the classification top needs full width (width_divisor 1).")
+    divisor = width_divisor
     self.include_top = include_top
     self.num_classes = num_classes
-    self.num_features = 2048
-    kw = dict(dtype=dtype, rngs=rngs)
+    self.num_features = layers.narrowed(2048, divisor)
+    kw = dict(divisor=divisor, dtype=dtype, rngs=rngs)
     _units(self, 3, (
-      ("stem1", 3, 32, 3, 2, "VALID"),
+      ("stem1", None, 32, 3, 2, "VALID"),
       ("stem2", 32, 32, 3, 1, "VALID"),
       ("stem3", 32, 64, 3, 1, "SAME"),
       ("stem4", 64, 80, 1, 1, "VALID"),
       ("stem5", 80, 192, 3, 1, "VALID"),
-    ), dtype, rngs)  # fmt: skip
+    ), dtype, rngs, divisor, narrow_input=False)  # fmt: skip
     self.mixed0 = InceptionA(192, 32, **kw)
     self.mixed1 = InceptionA(256, 64, **kw)
     self.mixed2 = InceptionA(288, 64, **kw)
@@ -218,7 +228,7 @@ class InceptionV3(layers.Backbone):
     self.mixed10 = InceptionE(2048, **kw)
     self.tap_names = ("stem_pool1", "stem_pool2", *(f"mixed{i}" for i in range(11)))
     if include_top:
-      self.predictions = layers.dense(2048, num_classes, **kw)
+      self.predictions = layers.dense(2048, num_classes, dtype=dtype, rngs=rngs)
 
   def keras_layers(self) -> list[str]:
     order = [f"{unit}/{m}" for unit in self._STEM for m in ("conv", "bn")]

@@ -31,6 +31,17 @@ KERAS_BN_EPSILON = 1e-3
 glorot_uniform = nnx.initializers.glorot_uniform()
 
 
+def narrowed(channels: int, divisor: int) -> int:
+  """`channels / divisor`: a backbone narrowed for tests (`model.backbone_width_divisor`).
+
+  Every width of the hybrid's three backbones is a multiple of 8, so divisors 1, 2, 4 and 8 keep
+  each layer's wiring (concatenations, residual sums) exactly as at full width.
+  """
+  if divisor < 1 or channels % divisor:
+    raise ValueError(f"backbone width divisor {divisor} does not divide {channels} channels: use 1, 2, 4 or 8.")
+  return channels // divisor
+
+
 def conv2d(
   in_features: int,
   out_features: int,

@@ -7,6 +7,7 @@ unnamed (`conv2d_3`, `batch_normalization_3`, numbered per session), hence the o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -56,10 +57,10 @@ class MiddleBlock(nnx.Module):
 
   keras_order = ("sepconv1", "sepconv1_bn", "sepconv2", "sepconv2_bn", "sepconv3", "sepconv3_bn")
 
-  def __init__(self, *, dtype: Any, rngs: nnx.Rngs):
+  def __init__(self, features: int = 728, *, dtype: Any, rngs: nnx.Rngs):
     for i in (1, 2, 3):
-      setattr(self, f"sepconv{i}", layers.SeparableConv2D(728, 728, dtype=dtype, rngs=rngs))
-      setattr(self, f"sepconv{i}_bn", layers.batch_norm(728, dtype=dtype, rngs=rngs))
+      setattr(self, f"sepconv{i}", layers.SeparableConv2D(features, features, dtype=dtype, rngs=rngs))
+      setattr(self, f"sepconv{i}_bn", layers.batch_norm(features, dtype=dtype, rngs=rngs))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = x
@@ -90,28 +91,33 @@ class Xception(layers.Backbone):
     include_top: bool = False,
     num_classes: int = 1000,
     dtype: Any = jnp.float32,
+    width_divisor: int = 1,
     rngs: nnx.Rngs,
   ):
+    """`width_divisor` > 1 narrows every convolution (tests only: no weight file fits it)."""
+    if include_top and width_divisor != 1:
+      raise ValueError(f"{self.name}: the classification top needs full width (width_divisor 1).")
+    w = functools.partial(layers.narrowed, divisor=width_divisor)
     self.include_top = include_top
     self.num_classes = num_classes
-    self.num_features = 2048
+    self.num_features = w(2048)
     kw = dict(dtype=dtype, rngs=rngs)
-    self.block1_conv1 = layers.conv2d(3, 32, 3, strides=2, padding="VALID", use_bias=False, **kw)
-    self.block1_conv1_bn = layers.batch_norm(32, **kw)
-    self.block1_conv2 = layers.conv2d(32, 64, 3, padding="VALID", use_bias=False, **kw)
-    self.block1_conv2_bn = layers.batch_norm(64, **kw)
-    in_features = 64
+    self.block1_conv1 = layers.conv2d(3, w(32), 3, strides=2, padding="VALID", use_bias=False, **kw)
+    self.block1_conv1_bn = layers.batch_norm(w(32), **kw)
+    self.block1_conv2 = layers.conv2d(w(32), w(64), 3, padding="VALID", use_bias=False, **kw)
+    self.block1_conv2_bn = layers.batch_norm(w(64), **kw)
+    in_features = w(64)
     for block, mid, out in _STRIDED:
-      strided = StridedBlock(in_features, mid, out, first_relu=block != 2, **kw)
+      strided = StridedBlock(in_features, w(mid), w(out), first_relu=block != 2, **kw)
       setattr(self, f"block{block}", strided)
-      in_features = out
+      in_features = w(out)
       if block == 4:  # the middle flow sits between the entry flow and block 13
         for m in _MIDDLE:
-          setattr(self, f"block{m}", MiddleBlock(**kw))
-    self.block14_sepconv1 = layers.SeparableConv2D(1024, 1536, **kw)
-    self.block14_sepconv1_bn = layers.batch_norm(1536, **kw)
-    self.block14_sepconv2 = layers.SeparableConv2D(1536, 2048, **kw)
-    self.block14_sepconv2_bn = layers.batch_norm(2048, **kw)
+          setattr(self, f"block{m}", MiddleBlock(w(728), **kw))
+    self.block14_sepconv1 = layers.SeparableConv2D(w(1024), w(1536), **kw)
+    self.block14_sepconv1_bn = layers.batch_norm(w(1536), **kw)
+    self.block14_sepconv2 = layers.SeparableConv2D(w(1536), w(2048), **kw)
+    self.block14_sepconv2_bn = layers.batch_norm(w(2048), **kw)
     self.tap_names = (
       "block1_conv2_act",
       "entry_stride4",
