@@ -201,20 +201,17 @@ class InceptionV3(layers.Backbone):
     rngs: nnx.Rngs,
   ):
     """`width_divisor` > 1 narrows every convolution (tests only: no weight file fits it)."""
-    if include_top and width_divisor != 1:
-      raise ValueError(f"{self.name}: the classification top needs full width (width_divisor 1).")
-    divisor = width_divisor
     self.include_top = include_top
     self.num_classes = num_classes
-    self.num_features = layers.narrowed(2048, divisor)
-    kw = dict(divisor=divisor, dtype=dtype, rngs=rngs)
+    self.num_features = self._widths(include_top, width_divisor)(2048)
+    kw = dict(divisor=width_divisor, dtype=dtype, rngs=rngs)
     _units(self, 3, (
       ("stem1", None, 32, 3, 2, "VALID"),
       ("stem2", 32, 32, 3, 1, "VALID"),
       ("stem3", 32, 64, 3, 1, "SAME"),
       ("stem4", 64, 80, 1, 1, "VALID"),
       ("stem5", 80, 192, 3, 1, "VALID"),
-    ), dtype, rngs, divisor, narrow_input=False)  # fmt: skip
+    ), dtype, rngs, width_divisor, narrow_input=False)  # fmt: skip
     self.mixed0 = InceptionA(192, 32, **kw)
     self.mixed1 = InceptionA(256, 64, **kw)
     self.mixed2 = InceptionA(288, 64, **kw)

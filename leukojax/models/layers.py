@@ -335,6 +335,12 @@ class Backbone(nnx.Module):
     """
     raise NotImplementedError
 
+  def _widths(self, include_top: bool, width_divisor: int):
+    """`channels -> channels / width_divisor` for a narrowed body; a top needs full width (weights)."""
+    if include_top and width_divisor != 1:
+      raise ValueError(f"{self.name}: the classification top needs full width (width_divisor 1).")
+    return lambda channels: narrowed(channels, width_divisor)
+
   def _check_input(self, x: jax.Array) -> None:
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"{self.name}: expected NHWC input [B, H, W, 3], got shape {x.shape}.")

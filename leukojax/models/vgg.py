@@ -41,16 +41,15 @@ class VGG(layers.Backbone):
 
     `width_divisor` > 1 narrows every convolution (tests only: no weight file fits it).
     """
-    if include_top and width_divisor != 1:
-      raise ValueError(f"{self.name}: the classification top needs full width (width_divisor 1).")
+    w = self._widths(include_top, width_divisor)
     self.include_top = include_top
     self.num_classes = num_classes
-    self.num_features = layers.narrowed(512, width_divisor)
+    self.num_features = w(512)
     self.input_size = input_size
     blocks, taps = [], []
     in_features = 3
     for b, (features, repeats) in enumerate(_CONFIGS[self.name], start=1):
-      features = layers.narrowed(features, width_divisor)
+      features = w(features)
       names = tuple(f"block{b}_conv{c}" for c in range(1, repeats + 1))
       for conv_name in names:
         setattr(self, conv_name, layers.conv2d(in_features, features, 3, dtype=dtype, rngs=rngs))

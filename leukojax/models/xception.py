@@ -7,7 +7,6 @@ unnamed (`conv2d_3`, `batch_normalization_3`, numbered per session), hence the o
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -95,9 +94,7 @@ class Xception(layers.Backbone):
     rngs: nnx.Rngs,
   ):
     """`width_divisor` > 1 narrows every convolution (tests only: no weight file fits it)."""
-    if include_top and width_divisor != 1:
-      raise ValueError(f"{self.name}: the classification top needs full width (width_divisor 1).")
-    w = functools.partial(layers.narrowed, divisor=width_divisor)
+    w = self._widths(include_top, width_divisor)
     self.include_top = include_top
     self.num_classes = num_classes
     self.num_features = w(2048)
