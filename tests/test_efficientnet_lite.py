@@ -26,6 +26,8 @@ EXPECTED = {
 
 
 LITE = list(efficientnet_lite.VARIANTS)
+# The two tests of each variant's forward pass on one xdist worker, so `imagenet_logits` runs once.
+IMAGENET_LOGITS = pytest.mark.xdist_group("lite_imagenet_logits")
 
 
 def _checkpoint_path(name: str = "efficientnet_lite0") -> str:
@@ -65,37 +67,43 @@ def test_the_checkpoint_is_read_as_data_296_tensors(state_dict):
   assert state_dict["_conv_stem.weight"].dtype == np.float32 and np.isfinite(state_dict["_fc.weight"]).all()
 
 
-@pytest.mark.parametrize("name", LITE)
-def test_real_photographs_get_their_imagenet_class(name):
-  """Each variant's published file, checked by its SHA-256, classifies real photographs at its own
-  resolution: the widths and depths of Lite1/Lite2 are derived (compound scaling), not copied."""
-  variant = efficientnet_lite.VARIANTS[name]
+@pytest.fixture(scope="module", params=LITE)
+def imagenet_logits(request) -> tuple[str, dict, np.ndarray, np.ndarray]:
+  """One variant's published file loaded into the model and run on the photographs at the variant's
+  own resolution: (name, what `load_imagenet` reported, the input pixels, the logits). Both tests
+  below read the same forward pass (one model build and run per variant, not two)."""
+  name = request.param
+  images = photographs(efficientnet_lite.VARIANTS[name].image_size)
   model = _zeros_model(include_top=True, name=name)
   loaded = efficientnet_lite.load_imagenet(model)
+  model.eval()
+  logits, _ = model(efficientnet_lite.preprocess(images))
+  return name, loaded, images, np.asarray(logits)
+
+
+@IMAGENET_LOGITS
+def test_real_photographs_get_their_imagenet_class(imagenet_logits):
+  """Each variant's published file, checked by its SHA-256, classifies real photographs at its own
+  resolution: the widths and depths of Lite1/Lite2 are derived (compound scaling), not copied."""
+  name, loaded, _, logits = imagenet_logits
+  variant = efficientnet_lite.VARIANTS[name]
   assert loaded["official"] and loaded["sha256"] == variant.checkpoint_sha256
   assert len(torch_checkpoint.read_state_dict(loaded["source"])) == variant.num_tensors
-  model.eval()
-  logits, _ = model(efficientnet_lite.preprocess(photographs(variant.image_size)))
-  for photo, row in zip(EXPECTED, np.asarray(logits)):
+  for photo, row in zip(EXPECTED, logits):
     top5 = set(np.argsort(-row)[:5].tolist())
     assert int(np.argmax(row)) in EXPECTED[photo] and top5 & EXPECTED[photo], (name, photo, sorted(top5))
 
 
-@pytest.mark.parametrize("name", LITE)
-def test_logits_equal_the_pytorch_reference(name):
+@IMAGENET_LOGITS
+def test_logits_equal_the_pytorch_reference(imagenet_logits):
   """Logit for logit against an independent torch.nn implementation that loads the same file with
   torch's own loader (`tests/torch_reference/lite_logits.py` wrote its logits; torch is not needed
   here). The stored digest ties them to these exact input pixels."""
-  variant = efficientnet_lite.VARIANTS[name]
+  name, _, images, logits = imagenet_logits
   reference = np.load(lite_logits.OUT)
-  images = photographs(variant.image_size)
   assert str(reference[f"{name}/digest"]) == lite_logits.input_digest(images), (
       "the test photographs' crops changed (PIL or skimage version?): rerun tests/torch_reference/lite_logits.py")
-  model = _zeros_model(include_top=True, name=name)
-  efficientnet_lite.load_imagenet(model)
-  model.eval()
-  logits, _ = model(efficientnet_lite.preprocess(images))
-  np.testing.assert_allclose(np.asarray(logits), reference[f"{name}/logits"], rtol=0, atol=1e-4)
+  np.testing.assert_allclose(logits, reference[f"{name}/logits"], rtol=0, atol=1e-4)
 
 
 def test_a_state_dict_of_another_model_is_refused_naming_the_tensors(state_dict):
@@ -163,6 +171,7 @@ def test_pretrained_lite0_trains_end_to_end_with_its_backbone_frozen_in_inferenc
   result = run_main(workdir, f"--config.data.manual_dir={SAMPLE_MANUAL_DIR}",
                     f"--config.data.data_dir={sample_run.parent / 'tfds'}", "--config.train.freeze_backbone_epochs=1",
                     "--config.train.global_batch_size=8", "--config.train.learning_rate=1e-3",
+                    "--config.eval.final_report=False",  # the state and history are what this test reads
                     config="configs/baselines.py:efficientnet_lite0,smoke,pretrained,res=64,epochs=1")
   out = result.stdout + result.stderr
   assert result.returncode == 0, out[-3000:]

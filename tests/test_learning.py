@@ -192,7 +192,8 @@ def test_pretrained_backbone_is_loaded_frozen_then_fine_tuned(cnmc_mobilenet_run
 
   workdir = tmp_path / "pretrained"
   flags = [f"--config.data.data_dir={cnmc_mobilenet_run.parent / 'tfds'}", "--config.model.pretrained.enabled=True",
-           f"--config.model.pretrained.paths.mobilenet={weights}", "--config.train.freeze_backbone_epochs=1"]
+           f"--config.model.pretrained.paths.mobilenet={weights}", "--config.train.freeze_backbone_epochs=1",
+           "--config.eval.final_report=False"]  # states and history are what this test reads
   frozen = run_main(workdir, *flags, "--config.train.epochs=1", config=CNMC_MOBILENET)
   assert frozen.returncode == 0, frozen.stdout[-3000:] + frozen.stderr[-3000:]
   assert "from scratch" not in frozen.stderr + frozen.stdout

@@ -75,6 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.bootstrap_seed = 0
   c.eval.confidence = 0.95
   c.eval.threshold_criterion = "youden"  # how the tuned threshold is chosen on val: 'youden' | 'f1'
+  # When training ends, evaluate the best checkpoint (report, plots, predictions). False: train only,
+  # and write the same files later with `python -m leukojax.evaluate --workdir W` (on any machine).
+  c.eval.final_report = True
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.fsdp = 1  # devices per parameter-shard group; 1 = parameters replicated

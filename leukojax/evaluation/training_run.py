@@ -21,7 +21,8 @@ from leukojax.training.state import ModelVariables
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        allow_config_change: Sequence[str] = ()) -> dict[str, Any]:
-  """Trains, keeps the best validation state, evaluates it (report.json, report.md, plots)."""
+  """Trains, keeps the best validation state, evaluates it (report.json, report.md, plots) unless
+  `eval.final_report` is False."""
   config_check.check_config(config)  # before any work: a bad config costs seconds, not a dataset build
   run = loop.setup(config, workdir, allow_config_change)
   eval_fn = inference.make_eval_fn(run.graphs)
@@ -36,6 +37,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return {"preempted_at_step": outcome.step}
   if run.config_changes:  # the run finished under them: from now on they are the workdir's config
     loop.write_config(config, workdir)
+  if not config.eval.final_report:
+    run.ckpt.close()
+    logging.info("Trained to step %d; no report (eval.final_report=False): `python -m leukojax.evaluate "
+                 "--workdir %s` evaluates the %s checkpoint (step %d).", run.schedule.total_steps, workdir,
+                 outcome.checkpoint, outcome.step)
+    return {"trained_to_step": run.schedule.total_steps, "checkpoint_step": outcome.step}
   target = checkpoints.abstract_like(
       ModelVariables(params=run.state.params, model_state=run.state.model_state),
       ModelVariables(params=run.state_shardings.params, model_state=run.state_shardings.model_state))

@@ -23,8 +23,9 @@ from leukojax.errors import ConfigError
 
 STORED = "config.json"
 HISTORY = "config_history.jsonl"
-# Where the data lives, not what it is; host memory for prepared images (the stream is the same).
-FREE_FIELDS = ("data.data_dir", "data.manual_dir", "data.cache_prepared_mb")
+# Where the data lives, not what it is; host memory for prepared images (the stream is the same);
+# whether the end of training writes the report (the trained state is the same).
+FREE_FIELDS = ("data.data_dir", "data.manual_dir", "data.cache_prepared_mb", "eval.final_report")
 RESUMABLE_FIELDS = (  # safe to resume under, with --allow_config_change
     "train.epochs", "train.log_every_steps", "train.checkpoint_every_steps", "eval.batch_size",
     "eval.tta", "eval.bootstrap_resamples", "eval.bootstrap_seed", "eval.confidence", "eval.threshold_criterion")
