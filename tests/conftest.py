@@ -49,6 +49,8 @@ def sample_run(tmp_path_factory) -> pathlib.Path:
   return base / "work"
 
 
+# For runs a test compares by state or history alone: no final report (~5 s a run; `eval.final_report`).
+NO_REPORT = "--config.eval.final_report=False"
 CNMC_MOBILENET = "configs/baselines.py:mobilenet,cnmc,smoke"  # 32 px, on the bundled real C-NMC sample
 CNMC_RUN = pytest.mark.xdist_group("cnmc_mobilenet")  # the users of `cnmc_mobilenet_run`: built once
 

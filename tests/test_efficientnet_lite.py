@@ -165,13 +165,13 @@ def test_pretrained_lite0_trains_end_to_end_with_its_backbone_frozen_in_inferenc
   Taleqani sample: the checkpoint is verified and loaded, and after the frozen epoch every backbone
   weight and BatchNorm statistic is still exactly the checkpoint's while the head learnt."""
   from leukojax.models import keras_weights
-  from tests.conftest import SAMPLE_MANUAL_DIR, backbone_tree, run_main
+  from tests.conftest import NO_REPORT, SAMPLE_MANUAL_DIR, backbone_tree, run_main
 
   workdir = tmp_path / "lite0"
   result = run_main(workdir, f"--config.data.manual_dir={SAMPLE_MANUAL_DIR}",
                     f"--config.data.data_dir={sample_run.parent / 'tfds'}", "--config.train.freeze_backbone_epochs=1",
                     "--config.train.global_batch_size=8", "--config.train.learning_rate=1e-3",
-                    "--config.eval.final_report=False",  # the state and history are what this test reads
+                    NO_REPORT,
                     config="configs/baselines.py:efficientnet_lite0,smoke,pretrained,res=64,epochs=1")
   out = result.stdout + result.stderr
   assert result.returncode == 0, out[-3000:]

@@ -26,7 +26,7 @@ from leukojax.configs.base import base_config
 from leukojax.models import outputs
 from leukojax.training import optimizer, steps
 from leukojax.training.state import TrainState
-from tests.conftest import CNMC_MOBILENET, CNMC_RUN, backbone_tree, run_main
+from tests.conftest import CNMC_MOBILENET, CNMC_RUN, NO_REPORT, backbone_tree, run_main
 
 # Lowest test AUC over seeds 0-4 (0.903, docs/testing.md) minus a margin; a constant output scores 0.5.
 TALEQANI_MIN_TEST_AUC = 0.80
@@ -193,7 +193,7 @@ def test_pretrained_backbone_is_loaded_frozen_then_fine_tuned(cnmc_mobilenet_run
   workdir = tmp_path / "pretrained"
   flags = [f"--config.data.data_dir={cnmc_mobilenet_run.parent / 'tfds'}", "--config.model.pretrained.enabled=True",
            f"--config.model.pretrained.paths.mobilenet={weights}", "--config.train.freeze_backbone_epochs=1",
-           "--config.eval.final_report=False"]  # states and history are what this test reads
+           NO_REPORT]
   frozen = run_main(workdir, *flags, "--config.train.epochs=1", config=CNMC_MOBILENET)
   assert frozen.returncode == 0, frozen.stdout[-3000:] + frozen.stderr[-3000:]
   assert "from scratch" not in frozen.stderr + frozen.stdout

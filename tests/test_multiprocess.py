@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import CNMC_MOBILENET, REPO, final_state, run_main
+from tests.conftest import CNMC_MOBILENET, NO_REPORT, REPO, final_state, run_main
 
 TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 HEARTBEAT_S = 20  # a peer that dies silently stops the others after this long
@@ -67,9 +67,7 @@ def _lines(log: pathlib.Path, process_id: int) -> str:
 def test_two_processes_preempt_lose_a_peer_and_resume_on_another_process_count(tmp_path):
   flags = [f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.train.epochs=2",
            "--config.train.checkpoint_every_steps=6"]
-  # The runs compared by state alone skip the final report (eval.final_report=False: it is ~5 s a run).
-  no_report = "--config.eval.final_report=False"
-  reference = run_main(tmp_path / "reference", *flags, no_report, config=CNMC_MOBILENET, env=TWO_DEVICES)
+  reference = run_main(tmp_path / "reference", *flags, NO_REPORT, config=CNMC_MOBILENET, env=TWO_DEVICES)
   assert reference.returncode == 0, reference.stdout[-3000:] + reference.stderr[-3000:]
   assert "no report (eval.final_report=False): `python -m leukojax.evaluate" in reference.stdout + reference.stderr
   assert not (tmp_path / "reference" / "report.json").exists() and (tmp_path / "reference" / "history.jsonl").exists()
@@ -105,7 +103,7 @@ def test_two_processes_preempt_lose_a_peer_and_resume_on_another_process_count(t
   print(f"survivor exited {time.time() - killed_at:.1f} s after its peer was killed")
 
   # Resumed on one process with two devices: the uninterrupted run's state, bit for bit.
-  resumed = run_main(workdir, *flags, no_report, config=CNMC_MOBILENET, env=TWO_DEVICES)
+  resumed = run_main(workdir, *flags, NO_REPORT, config=CNMC_MOBILENET, env=TWO_DEVICES)
   out = resumed.stdout + resumed.stderr
   assert resumed.returncode == 0, out[-3000:]
   assert "saved by 2 process(es); resuming it on 1 process(es)" in out, out[-3000:]
@@ -116,7 +114,7 @@ def test_two_processes_preempt_lose_a_peer_and_resume_on_another_process_count(t
 
   # And on another device count: one epoch more on a single device, from the 2-device checkpoint.
   more = run_main(workdir, flags[0], "--config.train.epochs=3", "--config.train.checkpoint_every_steps=6",
-                  no_report, "--allow_config_change=train.epochs", config=CNMC_MOBILENET)
+                  NO_REPORT, "--allow_config_change=train.epochs", config=CNMC_MOBILENET)
   out = more.stdout + more.stderr
   assert more.returncode == 0 and "Resuming from step 18" in out, out[-3000:]
   assert int(final_state(workdir)["['step']"]) == 27

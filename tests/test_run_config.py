@@ -14,7 +14,7 @@ from leukojax.data import images
 from leukojax.errors import ConfigError
 from leukojax.evaluation import config_check
 from leukojax.training import run_config
-from tests.conftest import CNMC_MOBILENET, CNMC_RUN, cnmc_mobilenet_flags, run_main
+from tests.conftest import CNMC_MOBILENET, CNMC_RUN, NO_REPORT, cnmc_mobilenet_flags, run_main
 
 STORED = {"train": {"epochs": 4, "learning_rate": 0.001, "fractions": [0.7, 0.3]},
           "data": {"data_dir": "/a"}, "runtime": {"jax": "0.1"}}
@@ -119,7 +119,7 @@ def test_rerun_with_changed_config_is_refused_then_more_epochs_resume_when_allow
   _fails_cleanly(result, "train.epochs: 4 -> 5", "--allow_config_change=train.epochs")
   assert (workdir / "config.json").read_bytes() == stored
   result = run_main(workdir, *flags, "--config.train.epochs=5", "--allow_config_change=train.epochs",
-                    "--config.eval.final_report=False", config=CNMC_MOBILENET)  # a free field: no change to allow
+                    NO_REPORT, config=CNMC_MOBILENET)  # a free field: no change to allow
   assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
   assert "Resuming from step 36" in result.stdout + result.stderr
   history = [json.loads(line) for line in (workdir / "history.jsonl").read_text().splitlines()]
